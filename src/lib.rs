@@ -1,0 +1,44 @@
+//! statestore: an append-only event store engine.
+//!
+//! A segmented log of CRC-framed records, per-stream and per-type indexes, durable group-commit
+//! appends with optimistic concurrency, and crash recovery. The engine is synchronous and knows
+//! nothing of the network. See `ARCHITECTURE.md` for the code map and `docs/FORMAT.md` for the
+//! bytes on disk.
+//!
+//! ```no_run
+//! use statestore::{Config, Direction, EventData, ExpectedRevision, Revision, Store};
+//!
+//! let store = Store::open("./data", Config::default())?;
+//! let appended = store.append(
+//!     "order-42",
+//!     ExpectedRevision::NoStream,
+//!     vec![EventData::json("OrderPlaced", r#"{"total":42}"#)],
+//! )?;
+//! let events = store.read_stream("order-42", Revision(0), Direction::Forwards, 100)?;
+//! assert_eq!(events[0].position, appended.first_position);
+//! store.close()?;
+//! # Ok::<(), statestore::Error>(())
+//! ```
+
+pub mod config;
+pub mod error;
+mod index;
+mod lock;
+mod log;
+mod store;
+pub mod types;
+
+pub use config::{Config, FsyncPolicy};
+pub use error::{ActualRevision, Error, Result};
+pub use store::{Store, StoreStats};
+pub use types::{
+    AllSlice, AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, Position,
+    RecordedEvent, Revision, StreamAppend, StreamFilter, category_of,
+};
+
+/// Codec and layout internals, for the fuzz targets and benchmarks only. Not a stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::log::frame::{Decoded, EventBody, EventHeader, FrameError, decode_from, encode_into};
+    pub use crate::log::segment::{SegmentRole, SegmentScan, decode_header, encode_header, scan_segment};
+}

@@ -1,0 +1,323 @@
+//! The log: segment files on disk, opened and checked at start, written by one writer.
+//!
+//! Architecture invariant: bytes are written only by [`LogWriter`], only past the last whole
+//! commit, and never changed after the fdatasync that made them durable. Readers map the files
+//! read-only and read only up to the visible position the store publishes.
+
+pub mod frame;
+pub mod segment;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use segment::{
+    SEGMENT_HEADER_BYTES, ScannedFrame, SegmentRole, encode_header, parse_segment_file_name,
+    scan_segment, segment_file_name,
+};
+
+/// Name of the zero-filled file that becomes the next segment.
+const PREALLOC_FILE_NAME: &str = "next.seg.prealloc";
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// A segment as readers see it: its bytes, mapped read-only.
+pub struct SegmentView {
+    pub path: PathBuf,
+    /// The whole file, mapped. Only the part below the visible position is ever read.
+    pub bytes: Bytes,
+}
+
+/// Where an event's frame starts: a segment (by index in the segment list) and a byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u32,
+    pub offset: u32,
+}
+
+/// The writing end of the log. Owned by the writer thread.
+pub struct LogWriter {
+    dir: PathBuf,
+    active: File,
+    active_path: PathBuf,
+    /// Index of the active segment in the segment list.
+    active_index: u32,
+    /// Where the next frame goes in the active segment.
+    write_offset: u64,
+    /// Size of the active segment file.
+    capacity: u64,
+    segment_bytes: u64,
+    next_segment: Option<JoinHandle<std::io::Result<File>>>,
+}
+
+/// What opening the log found.
+pub struct OpenedLog {
+    pub writer: LogWriter,
+    pub segments: Vec<std::sync::Arc<SegmentView>>,
+    /// The position the next appended event gets.
+    pub next_position: u64,
+}
+
+/// Opens (or creates) the log in `dir`, checking every segment and calling `on_event` with each
+/// event of every whole commit in log order. A torn tail of the last segment is zeroed.
+pub fn open_log(
+    dir: &Path,
+    segment_bytes: u64,
+    on_event: &mut dyn FnMut(Location, ScannedFrame<'_>) -> Result<()>,
+) -> Result<OpenedLog> {
+    let prealloc = dir.join(PREALLOC_FILE_NAME);
+    if prealloc.exists() {
+        fs::remove_file(&prealloc).map_err(|e| Error::io(&prealloc, e))?;
+        sync_dir(dir)?;
+    }
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(first) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            names.push((first, entry.path()));
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        let path = dir.join(segment_file_name(1));
+        let file = preallocate(&prealloc, segment_bytes)?;
+        install_segment(&file, &prealloc, &path, dir, 1)?;
+        names.push((1, path));
+    }
+
+    let mut segments = Vec::with_capacity(names.len());
+    let mut expected_first = None;
+    let last_index = names.len() - 1;
+    let mut last_file = None;
+    let mut data_end = 0;
+    for (i, (named_first, path)) in names.iter().enumerate() {
+        let role = if i == last_index {
+            SegmentRole::Last
+        } else {
+            SegmentRole::Sealed
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(role == SegmentRole::Last)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        if role == SegmentRole::Last {
+            let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+            if len < segment_bytes && len >= SEGMENT_HEADER_BYTES as u64 {
+                zero_fill(&file, len, segment_bytes).map_err(|e| Error::io(path, e))?;
+                file.sync_all().map_err(|e| Error::io(path, e))?;
+            }
+        }
+        let bytes = map(&file, path)?;
+        let segment_index = u32::try_from(i)
+            .map_err(|_| Error::InvalidConfig("more than u32::MAX segments".into()))?;
+        let scan = scan_segment(path, &bytes, role, expected_first, &mut |f: ScannedFrame<'_>| {
+            let location = Location {
+                segment: segment_index,
+                offset: u32::try_from(f.offset)
+                    .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
+            };
+            on_event(location, f)
+        })?;
+        if scan.first_position != *named_first {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!("file name says position {named_first}, header says {}", scan.first_position),
+            ));
+        }
+        if let Some(torn) = scan.torn {
+            tracing::warn!(
+                file = %path.display(),
+                found_at = torn.found_at,
+                truncated_to = scan.data_end,
+                bytes = torn.garbage_end - scan.data_end,
+                reason = torn.reason,
+                "torn tail: dropping the incomplete commit at the end of the log"
+            );
+            zero_fill(&file, scan.data_end, torn.garbage_end).map_err(|e| Error::io(path, e))?;
+            file.sync_data().map_err(|e| Error::io(path, e))?;
+        }
+        expected_first = Some(scan.next_position);
+        data_end = scan.data_end;
+        segments.push(std::sync::Arc::new(SegmentView {
+            path: path.clone(),
+            bytes: Bytes::from_owner(bytes),
+        }));
+        if role == SegmentRole::Last {
+            last_file = Some(file);
+        }
+    }
+    let active = last_file.ok_or_else(|| Error::InvalidConfig("no segment".into()))?;
+    let active_path = names.last().map(|(_, p)| p.clone()).unwrap_or_default();
+    let capacity = active.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+    let mut writer = LogWriter {
+        dir: dir.to_path_buf(),
+        active,
+        active_path,
+        active_index: u32::try_from(last_index).unwrap_or(u32::MAX),
+        write_offset: data_end,
+        capacity,
+        segment_bytes,
+        next_segment: None,
+    };
+    writer.start_preallocation();
+    Ok(OpenedLog {
+        writer,
+        segments,
+        next_position: expected_first.unwrap_or(1),
+    })
+}
+
+impl LogWriter {
+    /// Where a frame written now would start.
+    pub fn next_location(&self) -> Location {
+        Location {
+            segment: self.active_index,
+            #[expect(clippy::cast_possible_truncation, reason = "segments are at most u32::MAX bytes")]
+            offset: self.write_offset as u32,
+        }
+    }
+
+    /// Bytes still free in the active segment.
+    pub fn remaining(&self) -> u64 {
+        self.capacity - self.write_offset
+    }
+
+    /// Writes `buf` at the end of the active segment. The caller has checked that it fits.
+    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        debug_assert!(buf.len() as u64 <= self.remaining());
+        self.active
+            .write_all_at(buf, self.write_offset)
+            .map_err(|e| Error::io(&self.active_path, e))?;
+        self.write_offset += buf.len() as u64;
+        Ok(())
+    }
+
+    /// fdatasync of the active segment. The segment was zero-filled ahead, so this flushes data
+    /// blocks only, not a file-size change.
+    pub fn sync(&mut self) -> Result<()> {
+        self.active
+            .sync_data()
+            .map_err(|e| Error::io(&self.active_path, e))
+    }
+
+    /// Seals the active segment and makes the pre-allocated file the new active segment, whose
+    /// first event will be `first_position`. Returns the new segment's view.
+    pub fn roll(&mut self, first_position: u64) -> Result<SegmentView> {
+        self.sync()?;
+        let prealloc = self.dir.join(PREALLOC_FILE_NAME);
+        let file = match self.next_segment.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("pre-allocation thread panicked")))
+                .map_err(|e| Error::io(&prealloc, e))?,
+            None => preallocate(&prealloc, self.segment_bytes)?,
+        };
+        let path = self.dir.join(segment_file_name(first_position));
+        install_segment(&file, &prealloc, &path, &self.dir, first_position)?;
+        let bytes = map(&file, &path)?;
+        self.capacity = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        self.active = file;
+        self.active_path = path.clone();
+        self.active_index += 1;
+        self.write_offset = SEGMENT_HEADER_BYTES as u64;
+        self.start_preallocation();
+        Ok(SegmentView {
+            path,
+            bytes: Bytes::from_owner(bytes),
+        })
+    }
+
+    /// Prepares the next segment file in the background, so a roll does not wait for it.
+    fn start_preallocation(&mut self) {
+        let path = self.dir.join(PREALLOC_FILE_NAME);
+        let bytes = self.segment_bytes;
+        self.next_segment = std::thread::Builder::new()
+            .name("statestore-prealloc".into())
+            .spawn(move || preallocate_io(&path, bytes))
+            .ok();
+    }
+
+    /// Waits for background pre-allocation to finish, so that no thread outlives the store.
+    pub fn finish(&mut self) {
+        if let Some(h) = self.next_segment.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn map(file: &File, path: &Path) -> Result<Mmap> {
+    // SAFETY: the file is only ever appended to by this process's writer (the directory lock
+    // keeps other processes out), and readers only read below the visible position, whose bytes
+    // are never changed again; a shrinking truncation never happens while the store is open.
+    unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, e))
+}
+
+fn preallocate(path: &Path, bytes: u64) -> Result<File> {
+    preallocate_io(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Creates a file of `bytes` zeros, written (not sparse) and synced, so that later
+/// fdatasyncs into it do not have to allocate blocks or change the file size.
+fn preallocate_io(path: &Path, bytes: u64) -> std::io::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all(zeros.get(..n).unwrap_or_default())?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Writes the header into a pre-allocated file, syncs it, renames it into place and syncs the
+/// directory, so the segment's directory entry is durable before any event is written to it.
+fn install_segment(
+    file: &File,
+    from: &Path,
+    to: &Path,
+    dir: &Path,
+    first_position: u64,
+) -> Result<()> {
+    file.write_all_at(&encode_header(first_position), 0)
+        .map_err(|e| Error::io(from, e))?;
+    file.sync_data().map_err(|e| Error::io(from, e))?;
+    fs::rename(from, to).map_err(|e| Error::io(to, e))?;
+    sync_dir(dir)
+}
+
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(zeros.get(..n).unwrap_or_default(), at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}

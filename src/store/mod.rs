@@ -1,0 +1,284 @@
+//! The store: opens the log, builds the index, runs the writer thread, serves reads.
+//!
+//! Architecture invariant: the engine is synchronous and knows nothing of the network. Appends
+//! go through one writer thread; reads run on the caller's thread, take the index lock only to
+//! copy out locations, and decode frames from the memory-mapped segments without any lock.
+
+mod read;
+mod validate;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexEntry};
+use crate::lock::DirLock;
+use crate::log::{self, SegmentView};
+use crate::types::{AppendResult, EventData, ExpectedRevision, Position, StreamAppend};
+
+type Listener = Box<dyn Fn(Position) + Send + Sync>;
+
+/// State shared by the store handle, the writer thread and readers.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) segments: RwLock<Vec<Arc<SegmentView>>>,
+    /// The highest position readers may see: durable under `FsyncPolicy::Always`.
+    visible: AtomicU64,
+    commit_mutex: Mutex<()>,
+    commit_cv: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+    poisoned: Mutex<Option<String>>,
+    closed: AtomicBool,
+    inject_failure: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// Makes everything up to `position` visible and wakes whoever waits for new commits.
+    pub(crate) fn publish(&self, position: Position) {
+        self.visible.store(position.0, Ordering::Release);
+        {
+            let _guard = self.commit_mutex.lock();
+            self.commit_cv.notify_all();
+        }
+        for listener in self.listeners.lock().iter() {
+            listener(position);
+        }
+    }
+
+    pub(crate) fn poison_cause(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    pub(crate) fn set_poisoned(&self, cause: String) {
+        self.poisoned.lock().get_or_insert(cause);
+    }
+
+    pub(crate) fn segment(&self, index: u32) -> Option<Arc<SegmentView>> {
+        self.segments.read().get(index as usize).cloned()
+    }
+}
+
+/// Summary figures of an open store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub last_position: Position,
+    pub streams: usize,
+    pub event_types: usize,
+    pub segments: usize,
+}
+
+/// An open event store. Cheap to share between threads by reference (`&Store` or `Arc<Store>`):
+/// every method takes `&self`.
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::SyncSender<writer::Request>>,
+    writer: Option<JoinHandle<Result<()>>>,
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and an empty log if needed. Checks every
+    /// segment, truncates a torn tail, rebuilds the indexes, and starts the writer.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let started = Instant::now();
+        let mut index = Index::default();
+        let opened = log::open_log(&dir, config.segment_bytes, &mut |location, f| {
+            let body = f.frame.body(f.payload);
+            let h = &f.frame.header;
+            index
+                .insert(IndexEntry {
+                    position: h.position,
+                    location,
+                    stream: body.stream,
+                    event_type: body.event_type,
+                    revision: h.revision,
+                    id: u128::from_be_bytes(h.id),
+                })
+                .map_err(|reason| {
+                    let path = opened_path(&dir, location.segment);
+                    Error::corruption(path, f.offset, reason)
+                })
+        })?;
+        let (streams, types) = index.counts();
+        tracing::info!(
+            dir = %dir.display(),
+            events = opened.next_position - 1,
+            streams,
+            event_types = types,
+            segments = opened.segments.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened store: log checked and indexes rebuilt"
+        );
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            visible: AtomicU64::new(opened.next_position - 1),
+            index: RwLock::new(index),
+            segments: RwLock::new(opened.segments),
+            commit_mutex: Mutex::new(()),
+            commit_cv: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+            poisoned: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            inject_failure: AtomicBool::new(false),
+            config,
+        });
+        let (tx, rx) = mpsc::sync_channel(shared.config.writer_queue_max);
+        let w = writer::Writer::new(shared.clone(), opened.writer, rx, opened.next_position);
+        let writer = std::thread::Builder::new()
+            .name("statestore-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(Store {
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            _lock: lock,
+        })
+    }
+
+    /// Appends `events` to one stream, atomically, if the stream is at `expected`.
+    pub fn append(
+        &self,
+        stream: impl Into<String>,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        let mut results = self.append_multi(vec![StreamAppend::new(stream, expected, events)])?;
+        results
+            .pop()
+            .ok_or_else(|| Error::InvalidArgument("append produced no result".into()))
+    }
+
+    /// Appends to several streams in one all-or-nothing commit, each part with its own
+    /// expected revision. Results come in the order of `parts`.
+    pub fn append_multi(&self, mut parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let encoded_bytes = validate::prepare_append(&self.shared.config, &mut parts)?;
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err(Error::Poisoned { cause });
+        }
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        tx.send(writer::Request {
+            parts,
+            encoded_bytes,
+            reply,
+        })
+        .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// The position of the newest event readers can see (0 when the log is empty).
+    pub fn last_position(&self) -> Position {
+        Position(self.shared.visible())
+    }
+
+    /// Blocks until an event after `after` is visible or `timeout` passes; returns the newest
+    /// visible position either way. This is how a live subscriber waits without polling.
+    pub fn wait_for_commit(&self, after: Position, timeout: Duration) -> Position {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.commit_mutex.lock();
+        loop {
+            let visible = self.shared.visible();
+            if visible > after.0 || self.shared.closed.load(Ordering::Acquire) {
+                return Position(visible);
+            }
+            if self.shared.commit_cv.wait_until(&mut guard, deadline).timed_out() {
+                return Position(self.shared.visible());
+            }
+        }
+    }
+
+    /// Registers a function called on the writer thread after every commit becomes visible, with
+    /// the newest visible position. It must be quick and must not block (wake a task, send on a
+    /// non-blocking channel): the writer waits for it.
+    pub fn on_commit(&self, listener: impl Fn(Position) + Send + Sync + 'static) {
+        self.shared.listeners.lock().push(Box::new(listener));
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let (streams, event_types) = self.shared.index.read().counts();
+        StoreStats {
+            last_position: self.last_position(),
+            streams,
+            event_types,
+            segments: self.shared.segments.read().len(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Stops the writer after the appends already queued, makes everything durable, and
+    /// releases the directory lock. Dropping the store does the same but cannot report errors.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        drop(self.tx.take());
+        let result = match self.writer.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Poisoned { cause: "writer thread panicked".into() })),
+            None => Ok(()),
+        };
+        self.shared.closed.store(true, Ordering::Release);
+        {
+            let _guard = self.shared.commit_mutex.lock();
+            self.shared.commit_cv.notify_all();
+        }
+        result
+    }
+
+    /// Makes the next write of the writer fail as a disk would, poisoning it. For tests of the
+    /// failure path; not part of the supported API.
+    #[doc(hidden)]
+    pub fn inject_write_failure(&self) {
+        self.shared.inject_failure.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the store failed");
+        }
+    }
+}
+
+fn opened_path(dir: &Path, segment: u32) -> PathBuf {
+    std::fs::read_dir(dir)
+        .ok()
+        .and_then(|entries| {
+            let mut names: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .collect();
+            names.sort();
+            names.get(segment as usize).cloned()
+        })
+        .unwrap_or_else(|| dir.to_path_buf())
+}

@@ -1,0 +1,288 @@
+//! Reads. Each takes the index lock only to copy out positions and locations, then decodes
+//! frames from the mapped segments, checking every frame's CRC on the way.
+
+use std::sync::Arc;
+
+use super::{Shared, Store};
+use crate::error::{Error, Result};
+use crate::log::frame::{self, Decoded, DecodedFrame, FRAME_PREFIX_BYTES};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::{Location, SegmentView};
+use crate::types::{
+    AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision,
+};
+
+impl Store {
+    /// Reads up to `max_count` events of `stream` starting at revision `from` (inclusive).
+    /// Backwards from [`Revision::END`] starts at the newest event.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: Revision,
+        direction: Direction,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let count = self.check_count(max_count)?;
+        let visible = self.shared.visible();
+        let located: Vec<(u64, Location)> = {
+            let index = self.shared.index.read();
+            let Some(entries) = index.stream_positions(stream, from.0, direction, count, visible)
+            else {
+                return Err(Error::StreamNotFound {
+                    stream: stream.to_string(),
+                });
+            };
+            entries
+                .into_iter()
+                .filter_map(|(_, p)| index.location(p).map(|l| (p, l)))
+                .collect()
+        };
+        self.shared.decode_located(&located)
+    }
+
+    /// The stream's current revision, or `None` when it does not exist.
+    pub fn stream_revision(&self, stream: &str) -> Option<Revision> {
+        let visible = self.shared.visible();
+        self.shared
+            .index
+            .read()
+            .stream_revision(stream, visible)
+            .map(Revision)
+    }
+
+    /// Reads up to `max_count` events of one type from position `from` (inclusive), through
+    /// the per-type index.
+    pub fn read_by_type(
+        &self,
+        event_type: &str,
+        from: Position,
+        direction: Direction,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let count = self.check_count(max_count)?;
+        let visible = self.shared.visible();
+        let located: Vec<(u64, Location)> = {
+            let index = self.shared.index.read();
+            index
+                .type_positions(event_type, from.0, direction, count, visible)
+                .into_iter()
+                .filter_map(|p| index.location(p).map(|l| (p, l)))
+                .collect()
+        };
+        self.shared.decode_located(&located)
+    }
+
+    /// The event at `position`, or `None` when there is no visible event there.
+    pub fn read_event(&self, position: Position) -> Result<Option<RecordedEvent>> {
+        if position.0 == 0 || position.0 > self.shared.visible() {
+            return Ok(None);
+        }
+        let Some(location) = self.shared.index.read().location(position.0) else {
+            return Ok(None);
+        };
+        self.shared.decode_at(location, position.0).map(Some)
+    }
+
+    /// Reads the whole log from `from` (inclusive) in `direction`, returning up to `max_count`
+    /// events that pass `filter`. At most [`crate::Config::read_scan_max`] events are looked at
+    /// per call; `scanned_to` says where to resume.
+    pub fn read_all(
+        &self,
+        from: Position,
+        direction: Direction,
+        max_count: u64,
+        filter: &Filter,
+    ) -> Result<AllSlice> {
+        let count = self.check_count(max_count)?;
+        let scan_max = self.shared.config.read_scan_max.max(max_count);
+        match direction {
+            Direction::Forwards => self.shared.read_all_forwards(from.0.max(1), count, scan_max, filter),
+            Direction::Backwards => self.shared.read_all_backwards(from.0, count, scan_max, filter),
+        }
+    }
+
+    fn check_count(&self, max_count: u64) -> Result<usize> {
+        let limit = self.shared.config.read_count_max;
+        if max_count > limit {
+            return Err(Error::LimitExceeded {
+                what: "events per read",
+                limit,
+                actual: max_count,
+            });
+        }
+        Ok(usize::try_from(max_count).unwrap_or(usize::MAX))
+    }
+}
+
+impl Shared {
+    fn read_all_forwards(
+        &self,
+        start: u64,
+        count: usize,
+        scan_max: u64,
+        filter: &Filter,
+    ) -> Result<AllSlice> {
+        let visible = self.visible();
+        let mut events = Vec::with_capacity(count.min(1024));
+        if start > visible || count == 0 {
+            return Ok(AllSlice {
+                events,
+                scanned_to: Position(start.saturating_sub(1).min(visible)),
+                end_of_log: start > visible,
+            });
+        }
+        let Some(mut location) = self.index.read().location(start) else {
+            return Err(Error::InvalidArgument(format!("no location for position {start}")));
+        };
+        let mut segment = self.segment_or_err(location.segment)?;
+        let mut position = start;
+        let mut scanned = 0u64;
+        while position <= visible && events.len() < count && scanned < scan_max {
+            let rest = segment.bytes.get(location.offset as usize..).unwrap_or_default();
+            let decoded = frame::decode_from(rest)
+                .map_err(|e| Error::corruption(&segment.path, u64::from(location.offset), e.to_string()))?;
+            let f = match decoded {
+                Decoded::Frame(f) => f,
+                Decoded::End | Decoded::Incomplete => {
+                    // The rest of this segment is padding: go on in the next one.
+                    location = Location {
+                        segment: location.segment + 1,
+                        offset: SEGMENT_HEADER_BYTES as u32,
+                    };
+                    segment = self.segment_or_err(location.segment)?;
+                    continue;
+                }
+            };
+            if f.header.position != position {
+                return Err(Error::corruption(
+                    &segment.path,
+                    u64::from(location.offset),
+                    format!("expected position {position}, found {}", f.header.position),
+                ));
+            }
+            let event = build_event(&segment, location.offset, &f);
+            let len = f.frame_len as u32;
+            if filter.is_empty() || filter.matches(event.stream(), event.event_type()) {
+                events.push(event);
+            }
+            location.offset += len;
+            position += 1;
+            scanned += 1;
+        }
+        Ok(AllSlice {
+            events,
+            scanned_to: Position(position - 1),
+            end_of_log: position > visible,
+        })
+    }
+
+    fn read_all_backwards(
+        &self,
+        from: u64,
+        count: usize,
+        scan_max: u64,
+        filter: &Filter,
+    ) -> Result<AllSlice> {
+        let visible = self.visible();
+        let top = from.min(visible);
+        let mut events = Vec::with_capacity(count.min(1024));
+        let mut position = top;
+        let mut scanned = 0u64;
+        const CHUNK: u64 = 1024;
+        while position >= 1 && events.len() < count && scanned < scan_max {
+            let low = position.saturating_sub(CHUNK - 1).max(1);
+            let located: Vec<(u64, Location)> = {
+                let index = self.index.read();
+                (low..=position)
+                    .rev()
+                    .filter_map(|p| index.location(p).map(|l| (p, l)))
+                    .collect()
+            };
+            for (p, location) in located {
+                let event = self.decode_at(location, p)?;
+                position = p - 1;
+                scanned += 1;
+                if filter.is_empty() || filter.matches(event.stream(), event.event_type()) {
+                    events.push(event);
+                    if events.len() == count {
+                        break;
+                    }
+                }
+                if scanned >= scan_max {
+                    break;
+                }
+            }
+        }
+        Ok(AllSlice {
+            events,
+            scanned_to: Position(position + 1),
+            end_of_log: position == 0,
+        })
+    }
+
+    fn decode_located(&self, located: &[(u64, Location)]) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::with_capacity(located.len());
+        let mut current: Option<Arc<SegmentView>> = None;
+        let mut current_index = u32::MAX;
+        for &(position, location) in located {
+            if current_index != location.segment || current.is_none() {
+                current = Some(self.segment_or_err(location.segment)?);
+                current_index = location.segment;
+            }
+            if let Some(segment) = &current {
+                out.push(decode_in(segment, location.offset, position)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn decode_at(&self, location: Location, position: u64) -> Result<RecordedEvent> {
+        let segment = self.segment_or_err(location.segment)?;
+        decode_in(&segment, location.offset, position)
+    }
+
+    fn segment_or_err(&self, index: u32) -> Result<Arc<SegmentView>> {
+        self.segment(index).ok_or_else(|| {
+            Error::corruption(&self.dir, 0, format!("segment number {index} is not open"))
+        })
+    }
+}
+
+/// Decodes the frame at `offset`, which must hold `position`.
+fn decode_in(segment: &Arc<SegmentView>, offset: u32, position: u64) -> Result<RecordedEvent> {
+    let rest = segment.bytes.get(offset as usize..).unwrap_or_default();
+    match frame::decode_from(rest) {
+        Ok(Decoded::Frame(f)) if f.header.position == position => {
+            Ok(build_event(segment, offset, &f))
+        }
+        Ok(Decoded::Frame(f)) => Err(Error::corruption(
+            &segment.path,
+            u64::from(offset),
+            format!("expected position {position}, found {}", f.header.position),
+        )),
+        Ok(_) => Err(Error::corruption(
+            &segment.path,
+            u64::from(offset),
+            format!("expected the frame of position {position}, found none"),
+        )),
+        Err(e) => Err(Error::corruption(&segment.path, u64::from(offset), e.to_string())),
+    }
+}
+
+fn build_event(segment: &SegmentView, offset: u32, f: &DecodedFrame) -> RecordedEvent {
+    let start = offset as usize + FRAME_PREFIX_BYTES;
+    let end = offset as usize + f.frame_len;
+    let h = &f.header;
+    RecordedEvent {
+        payload: segment.bytes.slice(start..end),
+        stream: f.stream.clone(),
+        event_type: f.event_type.clone(),
+        data: f.data.clone(),
+        metadata: f.metadata.clone(),
+        position: Position(h.position),
+        revision: Revision(h.revision),
+        id: uuid::Uuid::from_bytes(h.id),
+        content_type: ContentType::from_byte(h.content_type).unwrap_or(ContentType::Binary),
+        timestamp_us: h.timestamp_us,
+    }
+}

@@ -1,0 +1,90 @@
+//! Checks of an append's input against the configured limits, done on the caller's thread
+//! before the append reaches the writer.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log::frame::{self, EventBody};
+use crate::types::{EventData, StreamAppend};
+
+/// Checks every limit and gives each event without an id a fresh one. Returns the encoded size
+/// of the whole commit.
+pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64> {
+    if parts.is_empty() {
+        return Err(Error::InvalidArgument("an append needs at least one stream".into()));
+    }
+    limit("streams in one append", config.append_streams_max, parts.len() as u64)?;
+    let mut seen = HashSet::with_capacity(parts.len());
+    let mut events_total = 0u64;
+    let mut bytes_total = 0u64;
+    for part in parts.iter_mut() {
+        check_name("stream name", &part.stream, config.stream_name_bytes_max)?;
+        if !seen.insert(part.stream.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "stream '{}' appears twice in one append",
+                part.stream
+            )));
+        }
+        if part.events.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the append to stream '{}' has no events",
+                part.stream
+            )));
+        }
+        events_total += part.events.len() as u64;
+        limit("events in one append", config.append_events_max, events_total)?;
+        for event in &mut part.events {
+            check_event(config, event)?;
+            if event.id.is_none() {
+                event.id = Some(Uuid::new_v4());
+            }
+            bytes_total += frame::serialized_len(&EventBody {
+                stream: &part.stream,
+                event_type: &event.event_type,
+                data: &event.data,
+                metadata: &event.metadata,
+            }) as u64;
+        }
+    }
+    limit("bytes in one append", config.append_bytes_max, bytes_total)?;
+    Ok(bytes_total)
+}
+
+fn check_event(config: &Config, event: &EventData) -> Result<()> {
+    check_name("event type", &event.event_type, config.event_type_bytes_max)?;
+    limit(
+        "event size (data + metadata)",
+        config.event_bytes_max,
+        event.data.len() as u64 + event.metadata.len() as u64,
+    )
+}
+
+/// Names are non-empty, at most `max` bytes, and free of control characters.
+fn check_name(what: &'static str, name: &str, max: u64) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} is empty")));
+    }
+    limit(what, max, name.len() as u64)?;
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} '{}' contains the control character {:?}",
+            name.escape_debug(),
+            c
+        )));
+    }
+    Ok(())
+}
+
+fn limit(what: &'static str, limit: u64, actual: u64) -> Result<()> {
+    if actual > limit {
+        return Err(Error::LimitExceeded {
+            what,
+            limit,
+            actual,
+        });
+    }
+    Ok(())
+}

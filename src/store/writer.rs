@@ -1,0 +1,369 @@
+//! The writer thread: group commit.
+//!
+//! Appenders send requests over a bounded channel. The writer takes every request waiting,
+//! checks each against the index (expected revision, idempotency), encodes the accepted ones
+//! into one buffer, writes it with one `pwrite`, makes it durable with one `fdatasync`, then
+//! publishes the new visible position and answers every appender in commit order.
+//!
+//! Architecture invariant: an appender is answered `Ok` only after its bytes are durable (under
+//! [`FsyncPolicy::Always`]), and after the visible position covers them, so a reader that starts
+//! after an acknowledgement sees the append.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::Shared;
+use crate::config::FsyncPolicy;
+use crate::error::{ActualRevision, Error, Result};
+use crate::index::{Index, IndexEntry};
+use crate::log::LogWriter;
+use crate::log::frame::{self, EventBody, EventHeader};
+use crate::types::{AppendResult, ExpectedRevision, Position, Revision, StreamAppend};
+
+pub struct Request {
+    pub parts: Vec<StreamAppend>,
+    pub encoded_bytes: u64,
+    pub reply: SyncSender<Result<Vec<AppendResult>>>,
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    log: LogWriter,
+    rx: Receiver<Request>,
+    /// Position the next event gets.
+    next_position: u64,
+    /// Highest position whose bytes an fdatasync has covered.
+    synced_through: u64,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, log: LogWriter, rx: Receiver<Request>, next_position: u64) -> Writer {
+        Writer {
+            shared,
+            log,
+            rx,
+            next_position,
+            synced_through: next_position - 1,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Runs until every sender is gone, then makes everything written durable.
+    pub fn run(mut self) -> Result<()> {
+        let group_max = self.shared.config.group_commit_bytes_max;
+        let mut batch = Vec::new();
+        loop {
+            let first = match self.next_request() {
+                Some(r) => r,
+                None => break,
+            };
+            let mut bytes = first.encoded_bytes;
+            batch.push(first);
+            while bytes < group_max {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.encoded_bytes;
+                        batch.push(r);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+        let written_through = self.next_position - 1;
+        let result = if self.shared.poison_cause().is_none() && self.synced_through < written_through {
+            self.log.sync()
+        } else {
+            Ok(())
+        };
+        self.log.finish();
+        result
+    }
+
+    /// Waits for the next request; under an interval policy, syncs when the interval is up.
+    fn next_request(&mut self) -> Option<Request> {
+        let Some(interval) = self.shared.config.fsync_interval() else {
+            return self.rx.recv().ok();
+        };
+        loop {
+            let dirty = self.synced_through < self.next_position - 1;
+            if !dirty {
+                return self.rx.recv().ok();
+            }
+            let wait = interval.saturating_sub(self.last_sync.elapsed());
+            match self.rx.recv_timeout(wait) {
+                Ok(r) => return Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.sync() {
+                        self.poison(&e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+        if let Some(cause) = self.shared.poison_cause() {
+            for r in batch.drain(..) {
+                let _ = r.reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+            }
+            return;
+        }
+        self.buf.clear();
+        let durable_through = self.synced_through;
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut io_error = None;
+        for r in batch.drain(..) {
+            let result = if io_error.is_some() {
+                Err(Error::Closed)
+            } else {
+                match self.stage(r.parts, durable_through) {
+                    Err(e @ Error::Io { .. }) => {
+                        io_error = Some(e);
+                        Err(Error::Closed)
+                    }
+                    other => other,
+                }
+            };
+            replies.push((r.reply, result));
+        }
+        if io_error.is_none()
+            && let Err(e) = self.flush_and_sync()
+        {
+            io_error = Some(e);
+        }
+        if let Some(e) = io_error {
+            self.poison(&e);
+            let cause = e.to_string();
+            for (reply, result) in replies {
+                let answer = match result {
+                    Ok(_) | Err(Error::Closed) => Err(Error::Poisoned { cause: cause.clone() }),
+                    Err(other) => Err(other),
+                };
+                let _ = reply.send(answer);
+            }
+            return;
+        }
+        self.shared.publish(Position(self.next_position - 1));
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn flush_and_sync(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        match self.shared.config.fsync {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::IntervalMs(ms) if self.last_sync.elapsed().as_millis() >= u128::from(ms) => {
+                self.sync()
+            }
+            FsyncPolicy::IntervalMs(_) | FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.shared.take_injected_failure() {
+            return Err(Error::io(
+                "injected",
+                std::io::Error::other("injected write failure"),
+            ));
+        }
+        let result = self.log.write(&self.buf);
+        self.buf.clear();
+        result
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.log.sync()?;
+        self.synced_through = self.next_position - 1;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn poison(&mut self, e: &Error) {
+        tracing::error!(error = %e, "write or fsync failed: the writer stops accepting appends until the store is reopened");
+        self.shared.set_poisoned(e.to_string());
+    }
+
+    /// Checks one append and, if accepted, encodes it into the buffer and the index.
+    fn stage(&mut self, parts: Vec<StreamAppend>, durable_through: u64) -> Result<Vec<AppendResult>> {
+        let mut currents = Vec::with_capacity(parts.len());
+        let mut duplicates = Vec::new();
+        {
+            let index = self.shared.index.read();
+            for part in &parts {
+                match check_part(&index, part)? {
+                    Outcome::Fresh(current) => currents.push(current),
+                    Outcome::Duplicate(result) => duplicates.push((part.stream.as_str(), result)),
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            if duplicates.len() == parts.len() {
+                return Ok(duplicates.into_iter().map(|(_, r)| r).collect());
+            }
+            // Some streams of a multi-stream append are already there and some are not: that
+            // is not a retry of one atomic commit.
+            let (stream, result) = duplicates.swap_remove(0);
+            let part = parts.iter().find(|p| p.stream == stream);
+            return Err(Error::IdempotencyConflict {
+                stream: stream.to_string(),
+                event_id: part.and_then(|p| p.events.first()).and_then(|e| e.id).unwrap_or_default(),
+                revision: Revision(result.revision.0 + 1 - part.map_or(1, |p| p.events.len() as u64)),
+            });
+        }
+
+        let commit_bytes: u64 = parts
+            .iter()
+            .flat_map(|p| p.events.iter().map(move |e| frame::serialized_len(&body(p, e)) as u64))
+            .sum();
+        if self.buf.len() as u64 + commit_bytes > self.log.remaining() {
+            self.flush()?;
+            let view = self.log.roll(self.next_position)?;
+            self.synced_through = self.next_position - 1;
+            self.shared.segments.write().push(Arc::new(view));
+        }
+
+        let commit_count: u32 = parts.iter().map(|p| p.events.len() as u32).sum();
+        let timestamp_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut results = Vec::with_capacity(parts.len());
+        let mut index = self.shared.index.write();
+        let mut commit_index = 0u32;
+        for (part, current) in parts.iter().zip(currents) {
+            let first_revision = current.map_or(0, |r| r + 1);
+            let first_position = self.next_position;
+            for (k, event) in part.events.iter().enumerate() {
+                let mut location = self.log.next_location();
+                location.offset += self.buf.len() as u32;
+                let id = event.id.unwrap_or_default();
+                let header = EventHeader {
+                    position: self.next_position,
+                    revision: first_revision + k as u64,
+                    durable_through,
+                    timestamp_us,
+                    id: *id.as_bytes(),
+                    commit_index,
+                    commit_count,
+                    content_type: event.content_type.to_byte(),
+                };
+                frame::encode_into(&mut self.buf, &header, &body(part, event));
+                index
+                    .insert(IndexEntry {
+                        position: header.position,
+                        location,
+                        stream: &part.stream,
+                        event_type: &event.event_type,
+                        revision: header.revision,
+                        id: id.as_u128(),
+                    })
+                    .map_err(|reason| Error::InvalidArgument(format!("index rejected an append: {reason}")))?;
+                self.next_position += 1;
+                commit_index += 1;
+            }
+            results.push(AppendResult {
+                first_position: Position(first_position),
+                last_position: Position(self.next_position - 1),
+                revision: Revision(first_revision + part.events.len() as u64 - 1),
+            });
+        }
+        Ok(results)
+    }
+}
+
+fn body<'a>(part: &'a StreamAppend, event: &'a crate::types::EventData) -> EventBody<'a> {
+    EventBody {
+        stream: &part.stream,
+        event_type: &event.event_type,
+        data: &event.data,
+        metadata: &event.metadata,
+    }
+}
+
+enum Outcome {
+    /// Not stored yet; the stream's current revision (including unpublished commits).
+    Fresh(Option<u64>),
+    /// A retry of an append that is already stored: its original result.
+    Duplicate(AppendResult),
+}
+
+/// Idempotency first (a retry must get its original answer even though the stream has moved
+/// on), then the expected-revision check.
+fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
+    let stream = part.stream.as_str();
+    let current = index.stream_revision(stream, u64::MAX);
+    let at_expected_place = |first_revision: u64| match part.expected {
+        ExpectedRevision::Exact(Revision(e)) => first_revision == e.wrapping_add(1),
+        ExpectedRevision::NoStream => first_revision == 0,
+        ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
+    };
+    let revision_of = |id: Option<uuid::Uuid>| {
+        let p = index.position_of_id(id?.as_u128())?;
+        index.revision_in_stream(stream, p)
+    };
+    let ids: Vec<Option<uuid::Uuid>> = part.events.iter().map(|e| e.id).collect();
+    let first_id = ids.first().copied().flatten();
+    if let Some(r) = revision_of(first_id)
+        && at_expected_place(r)
+    {
+        let conflict = || Error::IdempotencyConflict {
+            stream: stream.to_string(),
+            event_id: first_id.unwrap_or_default(),
+            revision: Revision(r),
+        };
+        for (k, id) in ids.iter().enumerate() {
+            if revision_of(*id) != Some(r + k as u64) {
+                return Err(conflict());
+            }
+        }
+        let last = r + ids.len() as u64 - 1;
+        let position = |rev| index.position_of_revision(stream, rev).unwrap_or_default();
+        return Ok(Outcome::Duplicate(AppendResult {
+            first_position: Position(position(r)),
+            last_position: Position(position(last)),
+            revision: Revision(last),
+        }));
+    }
+    for (k, id) in ids.iter().enumerate().skip(1) {
+        if let Some(r) = revision_of(*id)
+            && r >= k as u64
+            && at_expected_place(r - k as u64)
+        {
+            return Err(Error::IdempotencyConflict {
+                stream: stream.to_string(),
+                event_id: id.unwrap_or_default(),
+                revision: Revision(r),
+            });
+        }
+    }
+    let ok = match part.expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => current.is_none(),
+        ExpectedRevision::StreamExists => current.is_some(),
+        ExpectedRevision::Exact(Revision(e)) => current == Some(e),
+    };
+    if !ok {
+        return Err(Error::WrongExpectedRevision {
+            stream: stream.to_string(),
+            expected: part.expected,
+            actual: current.map_or(ActualRevision::NoStream, |r| ActualRevision::Revision(Revision(r))),
+        });
+    }
+    Ok(Outcome::Fresh(current))
+}
+
+impl Shared {
+    pub(crate) fn take_injected_failure(&self) -> bool {
+        self.inject_failure.swap(false, Ordering::AcqRel)
+    }
+}
