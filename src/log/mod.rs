@@ -166,7 +166,9 @@ pub fn open_log(
         segment_bytes,
         next_segment: None,
     };
-    writer.start_preallocation();
+    if writer.write_offset.saturating_mul(2) >= writer.capacity {
+        writer.start_preallocation();
+    }
     Ok(OpenedLog {
         writer,
         segments,
@@ -196,6 +198,11 @@ impl LogWriter {
             .write_all_at(buf, self.write_offset)
             .map_err(|e| Error::io(&self.active_path, e))?;
         self.write_offset += buf.len() as u64;
+        // Pre-allocate the next segment once this one is half full: early enough to be ready
+        // at the roll, late enough that an idle store does not hold a second empty segment.
+        if self.next_segment.is_none() && self.write_offset.saturating_mul(2) >= self.capacity {
+            self.start_preallocation();
+        }
         Ok(())
     }
 
@@ -227,7 +234,6 @@ impl LogWriter {
         self.active_path = path.clone();
         self.active_index += 1;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
-        self.start_preallocation();
         Ok(SegmentView {
             path,
             bytes: Bytes::from_owner(bytes),

@@ -238,6 +238,7 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let mut results = Vec::with_capacity(parts.len());
+        let commit_start = self.buf.len();
         let mut index = self.shared.index.write();
         let mut commit_index = 0u32;
         for (part, current) in parts.iter().zip(currents) {
@@ -258,16 +259,23 @@ impl Writer {
                     content_type: event.content_type.to_byte(),
                 };
                 frame::encode_into(&mut self.buf, &header, &body(part, event));
-                index
-                    .insert(IndexEntry {
-                        position: header.position,
-                        location,
-                        stream: &part.stream,
-                        event_type: &event.event_type,
-                        revision: header.revision,
-                        id: id.as_u128(),
-                    })
-                    .map_err(|reason| Error::InvalidArgument(format!("index rejected an append: {reason}")))?;
+                let inserted = index.insert(IndexEntry {
+                    position: header.position,
+                    location,
+                    stream: &part.stream,
+                    event_type: &event.event_type,
+                    revision: header.revision,
+                    id: id.as_u128(),
+                });
+                if let Err(reason) = inserted {
+                    // The checks above make this unreachable; if it ever happens the index and
+                    // the buffer disagree, so stop the writer rather than write a partial commit.
+                    self.buf.truncate(commit_start);
+                    return Err(Error::io(
+                        "index",
+                        std::io::Error::other(format!("index rejected a checked append: {reason}")),
+                    ));
+                }
                 self.next_position += 1;
                 commit_index += 1;
             }
