@@ -105,16 +105,10 @@ impl Config {
             ));
         }
         if self.stream_name_bytes_max == 0 || self.stream_name_bytes_max > u16::MAX as u64 {
-            return bad(format!(
-                "stream_name_bytes_max must be in 1..={}",
-                u16::MAX
-            ));
+            return bad(format!("stream_name_bytes_max must be in 1..={}", u16::MAX));
         }
         if self.event_type_bytes_max == 0 || self.event_type_bytes_max > u16::MAX as u64 {
-            return bad(format!(
-                "event_type_bytes_max must be in 1..={}",
-                u16::MAX
-            ));
+            return bad(format!("event_type_bytes_max must be in 1..={}", u16::MAX));
         }
         if self.event_bytes_max > u32::MAX as u64 {
             return bad("event_bytes_max must fit in 32 bits".into());

@@ -39,6 +39,10 @@ pub use types::{
 /// Codec and layout internals, for the fuzz targets and benchmarks only. Not a stable API.
 #[cfg(feature = "internals")]
 pub mod internals {
-    pub use crate::log::frame::{Decoded, EventBody, EventHeader, FrameError, decode_from, encode_into};
-    pub use crate::log::segment::{SegmentRole, SegmentScan, decode_header, encode_header, scan_segment};
+    pub use crate::log::frame::{
+        Decoded, EventBody, EventHeader, FrameError, decode_from, encode_into,
+    };
+    pub use crate::log::segment::{
+        SegmentRole, SegmentScan, decode_header, encode_header, scan_segment,
+    };
 }

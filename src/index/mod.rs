@@ -119,7 +119,13 @@ impl Index {
             Direction::Forwards => {
                 let start = usize::try_from(from).unwrap_or(usize::MAX).min(n);
                 let end = start.saturating_add(count).min(n);
-                for (r, p) in s.positions.get(start..end).unwrap_or_default().iter().enumerate() {
+                for (r, p) in s
+                    .positions
+                    .get(start..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
                     out.push(((start + r) as u64, *p));
                 }
             }
@@ -165,11 +171,22 @@ impl Index {
         match direction {
             Direction::Forwards => {
                 let start = t.partition_point(|&p| p < from);
-                t.get(start..).unwrap_or_default().iter().take(count).copied().collect()
+                t.get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(count)
+                    .copied()
+                    .collect()
             }
             Direction::Backwards => {
                 let end = t.partition_point(|&p| p <= from);
-                t.get(..end).unwrap_or_default().iter().rev().take(count).copied().collect()
+                t.get(..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .take(count)
+                    .copied()
+                    .collect()
             }
         }
     }

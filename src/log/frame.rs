@@ -117,7 +117,11 @@ pub enum FrameError {
 
 /// Bytes of the frame that [`encode_into`] writes for these parts.
 pub fn serialized_len(body: &EventBody<'_>) -> usize {
-    FRAME_BYTES_MIN + body.stream.len() + body.event_type.len() + body.data.len() + body.metadata.len()
+    FRAME_BYTES_MIN
+        + body.stream.len()
+        + body.event_type.len()
+        + body.data.len()
+        + body.metadata.len()
 }
 
 /// Appends one frame to `buf`. The caller has checked the limits: names fit in `u16`, data and
@@ -129,7 +133,10 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     debug_assert!(header.commit_index < header.commit_count);
     let start = buf.len();
     buf.reserve(total);
-    #[expect(clippy::cast_possible_truncation, reason = "checked against PAYLOAD_BYTES_MAX")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "checked against PAYLOAD_BYTES_MAX"
+    )]
     buf.extend_from_slice(&(payload_len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]); // crc, filled below
     buf.extend_from_slice(&header.position.to_le_bytes());
@@ -141,13 +148,19 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     buf.extend_from_slice(&header.commit_count.to_le_bytes());
     buf.push(header.content_type);
     buf.push(0);
-    #[expect(clippy::cast_possible_truncation, reason = "name limits are at most u16::MAX")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "name limits are at most u16::MAX"
+    )]
     {
         buf.extend_from_slice(&(body.stream.len() as u16).to_le_bytes());
         buf.extend_from_slice(&(body.event_type.len() as u16).to_le_bytes());
     }
     buf.extend_from_slice(&[0; 2]);
-    #[expect(clippy::cast_possible_truncation, reason = "event_bytes_max fits in u32")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "event_bytes_max fits in u32"
+    )]
     {
         buf.extend_from_slice(&(body.data.len() as u32).to_le_bytes());
         buf.extend_from_slice(&(body.metadata.len() as u32).to_le_bytes());
@@ -240,7 +253,9 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
     let data = event_type.end..event_type.end + data_len;
     let metadata = data.end..data.end + metadata_len;
     if metadata.end != p.len() {
-        return Err(FrameError::Inconsistent("part lengths do not add up to the frame length"));
+        return Err(FrameError::Inconsistent(
+            "part lengths do not add up to the frame length",
+        ));
     }
     for range in [&stream, &event_type] {
         let name = p.get(range.clone()).unwrap_or_default();
@@ -274,7 +289,10 @@ impl DecodedFrame {
 /// Reads the position field of a frame that starts at `bytes`, without checking anything.
 /// Used to pick candidates when looking for whole frames past a damaged spot.
 pub(crate) fn peek_len_and_position(bytes: &[u8]) -> Option<(u32, u64)> {
-    Some((read_u32(bytes, 0)?, read_u64(bytes, FRAME_PREFIX_BYTES + OFF_POSITION)?))
+    Some((
+        read_u32(bytes, 0)?,
+        read_u64(bytes, FRAME_PREFIX_BYTES + OFF_POSITION)?,
+    ))
 }
 
 fn read_u16(b: &[u8], off: usize) -> Option<u16> {

@@ -116,19 +116,28 @@ pub fn open_log(
         let bytes = map(&file, path)?;
         let segment_index = u32::try_from(i)
             .map_err(|_| Error::InvalidConfig("more than u32::MAX segments".into()))?;
-        let scan = scan_segment(path, &bytes, role, expected_first, &mut |f: ScannedFrame<'_>| {
-            let location = Location {
-                segment: segment_index,
-                offset: u32::try_from(f.offset)
-                    .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
-            };
-            on_event(location, f)
-        })?;
+        let scan = scan_segment(
+            path,
+            &bytes,
+            role,
+            expected_first,
+            &mut |f: ScannedFrame<'_>| {
+                let location = Location {
+                    segment: segment_index,
+                    offset: u32::try_from(f.offset)
+                        .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
+                };
+                on_event(location, f)
+            },
+        )?;
         if scan.first_position != *named_first {
             return Err(Error::corruption(
                 path,
                 0,
-                format!("file name says position {named_first}, header says {}", scan.first_position),
+                format!(
+                    "file name says position {named_first}, header says {}",
+                    scan.first_position
+                ),
             ));
         }
         if let Some(torn) = scan.torn {
@@ -155,7 +164,10 @@ pub fn open_log(
     }
     let active = last_file.ok_or_else(|| Error::InvalidConfig("no segment".into()))?;
     let active_path = names.last().map(|(_, p)| p.clone()).unwrap_or_default();
-    let capacity = active.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+    let capacity = active
+        .metadata()
+        .map_err(|e| Error::io(&active_path, e))?
+        .len();
     let mut writer = LogWriter {
         dir: dir.to_path_buf(),
         active,
@@ -181,7 +193,10 @@ impl LogWriter {
     pub fn next_location(&self) -> Location {
         Location {
             segment: self.active_index,
-            #[expect(clippy::cast_possible_truncation, reason = "segments are at most u32::MAX bytes")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "segments are at most u32::MAX bytes"
+            )]
             offset: self.write_offset as u32,
         }
     }

@@ -55,7 +55,10 @@ pub fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     put(0, &SEGMENT_MAGIC);
     put(OFF_VERSION, &FORMAT_VERSION.to_le_bytes());
     #[expect(clippy::cast_possible_truncation, reason = "32 fits in u32")]
-    put(OFF_HEADER_BYTES, &(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+    put(
+        OFF_HEADER_BYTES,
+        &(SEGMENT_HEADER_BYTES as u32).to_le_bytes(),
+    );
     put(OFF_FIRST_POSITION, &first_position.to_le_bytes());
     let crc = crc32fast::hash(h.get(..OFF_CRC).unwrap_or_default());
     if let Some(slot) = h.get_mut(OFF_CRC..) {
@@ -66,9 +69,12 @@ pub fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
 
 /// Decodes a segment header, returning the first position. The error says what is wrong.
 pub fn decode_header(bytes: &[u8]) -> std::result::Result<u64, String> {
-    let h = bytes
-        .get(..SEGMENT_HEADER_BYTES)
-        .ok_or_else(|| format!("file is {} bytes, shorter than the segment header", bytes.len()))?;
+    let h = bytes.get(..SEGMENT_HEADER_BYTES).ok_or_else(|| {
+        format!(
+            "file is {} bytes, shorter than the segment header",
+            bytes.len()
+        )
+    })?;
     let u32_at = |off: usize| {
         h.get(off..off + 4)
             .and_then(|b| b.try_into().ok())
@@ -162,7 +168,9 @@ pub fn scan_segment(
         return Err(Error::corruption(
             path,
             OFF_FIRST_POSITION as u64,
-            format!("segment starts at position {first_position}, but the log continues at {expected}"),
+            format!(
+                "segment starts at position {first_position}, but the log continues at {expected}"
+            ),
         ));
     }
     let mut offset = SEGMENT_HEADER_BYTES;
@@ -200,7 +208,10 @@ pub fn scan_segment(
             return Err(Error::corruption(
                 path,
                 offset as u64,
-                format!("frame has position {}, expected {next_position}", h.position),
+                format!(
+                    "frame has position {}, expected {next_position}",
+                    h.position
+                ),
             ));
         }
         let expected_index = pending.len() as u64;

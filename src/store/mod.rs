@@ -200,7 +200,12 @@ impl Store {
             if visible > after.0 || self.shared.closed.load(Ordering::Acquire) {
                 return Position(visible);
             }
-            if self.shared.commit_cv.wait_until(&mut guard, deadline).timed_out() {
+            if self
+                .shared
+                .commit_cv
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
                 return Position(self.shared.visible());
             }
         }
@@ -240,9 +245,11 @@ impl Store {
     fn shutdown(&mut self) -> Result<()> {
         drop(self.tx.take());
         let result = match self.writer.take() {
-            Some(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err(Error::Poisoned { cause: "writer thread panicked".into() })),
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::Poisoned {
+                    cause: "writer thread panicked".into(),
+                })
+            }),
             None => Ok(()),
         };
         self.shared.closed.store(true, Ordering::Release);

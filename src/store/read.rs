@@ -8,9 +8,7 @@ use crate::error::{Error, Result};
 use crate::log::frame::{self, Decoded, DecodedFrame, FRAME_PREFIX_BYTES};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::{Location, SegmentView};
-use crate::types::{
-    AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision,
-};
+use crate::types::{AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision};
 
 impl Store {
     /// Reads up to `max_count` events of `stream` starting at revision `from` (inclusive).
@@ -96,8 +94,13 @@ impl Store {
         let count = self.check_count(max_count)?;
         let scan_max = self.shared.config.read_scan_max.max(max_count);
         match direction {
-            Direction::Forwards => self.shared.read_all_forwards(from.0.max(1), count, scan_max, filter),
-            Direction::Backwards => self.shared.read_all_backwards(from.0, count, scan_max, filter),
+            Direction::Forwards => {
+                self.shared
+                    .read_all_forwards(from.0.max(1), count, scan_max, filter)
+            }
+            Direction::Backwards => self
+                .shared
+                .read_all_backwards(from.0, count, scan_max, filter),
         }
     }
 
@@ -132,15 +135,21 @@ impl Shared {
             });
         }
         let Some(mut location) = self.index.read().location(start) else {
-            return Err(Error::InvalidArgument(format!("no location for position {start}")));
+            return Err(Error::InvalidArgument(format!(
+                "no location for position {start}"
+            )));
         };
         let mut segment = self.segment_or_err(location.segment)?;
         let mut position = start;
         let mut scanned = 0u64;
         while position <= visible && events.len() < count && scanned < scan_max {
-            let rest = segment.bytes.get(location.offset as usize..).unwrap_or_default();
-            let decoded = frame::decode_from(rest)
-                .map_err(|e| Error::corruption(&segment.path, u64::from(location.offset), e.to_string()))?;
+            let rest = segment
+                .bytes
+                .get(location.offset as usize..)
+                .unwrap_or_default();
+            let decoded = frame::decode_from(rest).map_err(|e| {
+                Error::corruption(&segment.path, u64::from(location.offset), e.to_string())
+            })?;
             let f = match decoded {
                 Decoded::Frame(f) => f,
                 Decoded::End | Decoded::Incomplete => {
@@ -265,7 +274,11 @@ fn decode_in(segment: &Arc<SegmentView>, offset: u32, position: u64) -> Result<R
             u64::from(offset),
             format!("expected the frame of position {position}, found none"),
         )),
-        Err(e) => Err(Error::corruption(&segment.path, u64::from(offset), e.to_string())),
+        Err(e) => Err(Error::corruption(
+            &segment.path,
+            u64::from(offset),
+            e.to_string(),
+        )),
     }
 }
 

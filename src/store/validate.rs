@@ -14,9 +14,15 @@ use crate::types::{EventData, StreamAppend};
 /// of the whole commit.
 pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64> {
     if parts.is_empty() {
-        return Err(Error::InvalidArgument("an append needs at least one stream".into()));
+        return Err(Error::InvalidArgument(
+            "an append needs at least one stream".into(),
+        ));
     }
-    limit("streams in one append", config.append_streams_max, parts.len() as u64)?;
+    limit(
+        "streams in one append",
+        config.append_streams_max,
+        parts.len() as u64,
+    )?;
     let mut seen = HashSet::with_capacity(parts.len());
     let mut events_total = 0u64;
     let mut bytes_total = 0u64;
@@ -35,7 +41,11 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
             )));
         }
         events_total += part.events.len() as u64;
-        limit("events in one append", config.append_events_max, events_total)?;
+        limit(
+            "events in one append",
+            config.append_events_max,
+            events_total,
+        )?;
         for event in &mut part.events {
             check_event(config, event)?;
             if event.id.is_none() {

@@ -41,7 +41,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, log: LogWriter, rx: Receiver<Request>, next_position: u64) -> Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        log: LogWriter,
+        rx: Receiver<Request>,
+        next_position: u64,
+    ) -> Writer {
         Writer {
             shared,
             log,
@@ -76,11 +81,12 @@ impl Writer {
             self.commit_batch(&mut batch);
         }
         let written_through = self.next_position - 1;
-        let result = if self.shared.poison_cause().is_none() && self.synced_through < written_through {
-            self.log.sync()
-        } else {
-            Ok(())
-        };
+        let result =
+            if self.shared.poison_cause().is_none() && self.synced_through < written_through {
+                self.log.sync()
+            } else {
+                Ok(())
+            };
         self.log.finish();
         result
     }
@@ -111,7 +117,9 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         if let Some(cause) = self.shared.poison_cause() {
             for r in batch.drain(..) {
-                let _ = r.reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+                let _ = r.reply.send(Err(Error::Poisoned {
+                    cause: cause.clone(),
+                }));
             }
             return;
         }
@@ -143,14 +151,18 @@ impl Writer {
             let cause = e.to_string();
             for (reply, result) in replies {
                 let answer = match result {
-                    Ok(_) | Err(Error::Closed) => Err(Error::Poisoned { cause: cause.clone() }),
+                    Ok(_) | Err(Error::Closed) => Err(Error::Poisoned {
+                        cause: cause.clone(),
+                    }),
                     Err(other) => Err(other),
                 };
                 let _ = reply.send(answer);
             }
             return;
         }
-        self.shared.publish(Position(self.next_position - 1));
+        if self.next_position - 1 > self.shared.visible() {
+            self.shared.publish(Position(self.next_position - 1));
+        }
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
@@ -163,7 +175,9 @@ impl Writer {
         self.flush()?;
         match self.shared.config.fsync {
             FsyncPolicy::Always => self.sync(),
-            FsyncPolicy::IntervalMs(ms) if self.last_sync.elapsed().as_millis() >= u128::from(ms) => {
+            FsyncPolicy::IntervalMs(ms)
+                if self.last_sync.elapsed().as_millis() >= u128::from(ms) =>
+            {
                 self.sync()
             }
             FsyncPolicy::IntervalMs(_) | FsyncPolicy::Never => Ok(()),
@@ -195,7 +209,11 @@ impl Writer {
     }
 
     /// Checks one append and, if accepted, encodes it into the buffer and the index.
-    fn stage(&mut self, parts: Vec<StreamAppend>, durable_through: u64) -> Result<Vec<AppendResult>> {
+    fn stage(
+        &mut self,
+        parts: Vec<StreamAppend>,
+        durable_through: u64,
+    ) -> Result<Vec<AppendResult>> {
         let mut currents = Vec::with_capacity(parts.len());
         let mut duplicates = Vec::new();
         {
@@ -217,14 +235,23 @@ impl Writer {
             let part = parts.iter().find(|p| p.stream == stream);
             return Err(Error::IdempotencyConflict {
                 stream: stream.to_string(),
-                event_id: part.and_then(|p| p.events.first()).and_then(|e| e.id).unwrap_or_default(),
-                revision: Revision(result.revision.0 + 1 - part.map_or(1, |p| p.events.len() as u64)),
+                event_id: part
+                    .and_then(|p| p.events.first())
+                    .and_then(|e| e.id)
+                    .unwrap_or_default(),
+                revision: Revision(
+                    result.revision.0 + 1 - part.map_or(1, |p| p.events.len() as u64),
+                ),
             });
         }
 
         let commit_bytes: u64 = parts
             .iter()
-            .flat_map(|p| p.events.iter().map(move |e| frame::serialized_len(&body(p, e)) as u64))
+            .flat_map(|p| {
+                p.events
+                    .iter()
+                    .map(move |e| frame::serialized_len(&body(p, e)) as u64)
+            })
             .sum();
         if self.buf.len() as u64 + commit_bytes > self.log.remaining() {
             self.flush()?;
@@ -306,12 +333,12 @@ enum Outcome {
 }
 
 /// Idempotency first (a retry must get its original answer even though the stream has moved
-/// on), then the expected-revision check.
+/// on), then the expected-revision check, then the uniqueness of the ids within the stream.
 fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
     let stream = part.stream.as_str();
     let current = index.stream_revision(stream, u64::MAX);
     let at_expected_place = |first_revision: u64| match part.expected {
-        ExpectedRevision::Exact(Revision(e)) => first_revision == e.wrapping_add(1),
+        ExpectedRevision::Exact(Revision(e)) => e.checked_add(1) == Some(first_revision),
         ExpectedRevision::NoStream => first_revision == 0,
         ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
     };
@@ -342,6 +369,7 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
             revision: Revision(last),
         }));
     }
+    // A partial retry: a later event is stored exactly where this append would have put it.
     for (k, id) in ids.iter().enumerate().skip(1) {
         if let Some(r) = revision_of(*id)
             && r >= k as u64
@@ -364,8 +392,21 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
         return Err(Error::WrongExpectedRevision {
             stream: stream.to_string(),
             expected: part.expected,
-            actual: current.map_or(ActualRevision::NoStream, |r| ActualRevision::Revision(Revision(r))),
+            actual: current.map_or(ActualRevision::NoStream, |r| {
+                ActualRevision::Revision(Revision(r))
+            }),
         });
+    }
+    // Not a retry. Event ids are unique within a stream: an id already stored in it (anywhere
+    // but where a retry would have put this append) is a conflict, not a second copy.
+    for id in &ids {
+        if let Some(r) = revision_of(*id) {
+            return Err(Error::IdempotencyConflict {
+                stream: stream.to_string(),
+                event_id: id.unwrap_or_default(),
+                revision: Revision(r),
+            });
+        }
     }
     Ok(Outcome::Fresh(current))
 }

@@ -110,7 +110,10 @@ fn round_trip_header_fields_land_at_documented_offsets() {
     let h = header();
     let bytes = encode(&h, &body());
     let p = &bytes[FRAME_PREFIX_BYTES..];
-    assert_eq!(u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize, bytes.len() - 8);
+    assert_eq!(
+        u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize,
+        bytes.len() - 8
+    );
     assert_eq!(p[0..8], h.position.to_le_bytes());
     assert_eq!(p[8..16], h.revision.to_le_bytes());
     assert_eq!(p[16..24], h.durable_through.to_le_bytes());
@@ -294,7 +297,11 @@ fn every_truncation_is_incomplete() {
             } else {
                 Decoded::Incomplete
             };
-            assert_eq!(decode_from(prefix), Ok(expected), "extra {extra}, prefix of {k} bytes");
+            assert_eq!(
+                decode_from(prefix),
+                Ok(expected),
+                "extra {extra}, prefix of {k} bytes"
+            );
         }
     }
 }
@@ -399,7 +406,11 @@ fn lengths_out_of_range_are_bad_length() {
     ]) {
         let mut bytes = plenty.clone();
         put_u32(&mut bytes, 0, len);
-        assert_eq!(decode_from(&bytes), Err(FrameError::BadLength(u64::from(len))), "len {len}");
+        assert_eq!(
+            decode_from(&bytes),
+            Err(FrameError::BadLength(u64::from(len))),
+            "len {len}"
+        );
         // Checked before whether the bytes are all there.
         assert_eq!(
             decode_from(&len.to_le_bytes()),
@@ -412,7 +423,10 @@ fn lengths_out_of_range_are_bad_length() {
         decode_from(&(PAYLOAD_BYTES_MAX as u32).to_le_bytes()),
         Ok(Decoded::Incomplete)
     );
-    assert_eq!(decode_from(&(EVENT_HEADER_BYTES as u32).to_le_bytes()), Ok(Decoded::Incomplete));
+    assert_eq!(
+        decode_from(&(EVENT_HEADER_BYTES as u32).to_le_bytes()),
+        Ok(Decoded::Incomplete)
+    );
 }
 
 fn inconsistent(bytes: &[u8]) -> &'static str {
@@ -427,7 +441,11 @@ fn non_zero_reserved_bytes_are_inconsistent() {
     for off in [at(OFF_FLAGS), at(OFF_RESERVED), at(OFF_RESERVED) + 1] {
         for v in [1u8, 0x80, 0xff] {
             let f = patched(|f| f[off] = v);
-            assert_eq!(inconsistent(&f), "reserved bytes are not zero", "offset {off} = {v}");
+            assert_eq!(
+                inconsistent(&f),
+                "reserved bytes are not zero",
+                "offset {off} = {v}"
+            );
         }
     }
 }
@@ -447,12 +465,23 @@ fn unknown_content_type_is_inconsistent() {
 #[test]
 fn commit_index_out_of_range_is_inconsistent() {
     // (commit_index, commit_count)
-    for (index, count) in [(3, 3), (4, 3), (u32::MAX, 3), (0, 0), (1, 0), (u32::MAX, u32::MAX)] {
+    for (index, count) in [
+        (3, 3),
+        (4, 3),
+        (u32::MAX, 3),
+        (0, 0),
+        (1, 0),
+        (u32::MAX, u32::MAX),
+    ] {
         let f = patched(|f| {
             put_u32(f, at(OFF_COMMIT_INDEX), index);
             put_u32(f, at(OFF_COMMIT_COUNT), count);
         });
-        assert_eq!(inconsistent(&f), "commit index out of range", "{index} of {count}");
+        assert_eq!(
+            inconsistent(&f),
+            "commit index out of range",
+            "{index} of {count}"
+        );
     }
     for (index, count) in [(0, 1), (2, 3), (u32::MAX - 1, u32::MAX)] {
         let f = patched(|f| {
@@ -506,7 +535,10 @@ fn part_lengths_must_add_up() {
         put_u32(f, at(OFF_METADATA_LEN), u32::MAX);
         f[at(OFF_STREAM_LEN)..at(OFF_STREAM_LEN) + 4].fill(0xff);
     });
-    assert_eq!(inconsistent(&f), "part lengths do not add up to the frame length");
+    assert_eq!(
+        inconsistent(&f),
+        "part lengths do not add up to the frame length"
+    );
 }
 
 #[test]
@@ -535,7 +567,10 @@ fn non_utf8_names_are_inconsistent() {
         metadata: &[0xc3],
         ..body()
     };
-    assert_eq!(decode_content(&encode(&header(), &b)).0, content_of(&header(), &b));
+    assert_eq!(
+        decode_content(&encode(&header(), &b)).0,
+        content_of(&header(), &b)
+    );
 }
 
 #[test]
@@ -546,7 +581,10 @@ fn peek_reads_len_and_position() {
         Some(((bytes.len() - FRAME_PREFIX_BYTES) as u32, 42))
     );
     assert_eq!(peek_len_and_position(&bytes[..15]), None);
-    assert_eq!(peek_len_and_position(&bytes[..16]), Some(((bytes.len() - 8) as u32, 42)));
+    assert_eq!(
+        peek_len_and_position(&bytes[..16]),
+        Some(((bytes.len() - 8) as u32, 42))
+    );
 }
 
 // ---- properties ---------------------------------------------------------------------------
@@ -562,7 +600,15 @@ fn arb_header() -> impl Strategy<Value = EventHeader> {
         0u8..=1,
     )
         .prop_map(
-            |(position, revision, durable_through, timestamp_us, id, (commit_index, commit_count), content_type)| {
+            |(
+                position,
+                revision,
+                durable_through,
+                timestamp_us,
+                id,
+                (commit_index, commit_count),
+                content_type,
+            )| {
                 EventHeader {
                     position,
                     revision,
