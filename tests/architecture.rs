@@ -35,5 +35,8 @@ fn engine_modules_do_not_use_network_crates() {
             }
         }
     }
-    assert!(offenders.is_empty(), "engine code uses network crates: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "engine code uses network crates: {offenders:?}"
+    );
 }
