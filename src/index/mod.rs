@@ -20,8 +20,12 @@ pub struct Index {
     locations: Vec<Location>,
     streams: HashMap<Arc<str>, StreamEntry>,
     types: HashMap<Arc<str>, Vec<u64>>,
-    /// Event id -> position of the newest event with that id.
+    /// Event id -> position of the first event with that id.
     ids: HashMap<u128, u64>,
+    /// Event id -> positions of later events with the same id. Ids are unique within a stream,
+    /// so this holds only ids reused across streams: rare, and kept apart so that the common
+    /// case costs one map entry per event.
+    id_repeats: HashMap<u128, Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -82,7 +86,14 @@ impl Index {
                 self.types.insert(Arc::from(e.event_type), vec![e.position]);
             }
         }
-        self.ids.insert(e.id, e.position);
+        match self.ids.entry(e.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(e.position);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.id_repeats.entry(e.id).or_default().push(e.position);
+            }
+        }
         Ok(())
     }
 
@@ -192,8 +203,25 @@ impl Index {
     }
 
     /// Position of the newest event with this id, visible or not.
+    #[cfg(test)]
     pub fn position_of_id(&self, id: u128) -> Option<u64> {
-        self.ids.get(&id).copied()
+        self.id_repeats
+            .get(&id)
+            .and_then(|r| r.last().copied())
+            .or_else(|| self.ids.get(&id).copied())
+    }
+
+    /// The revision of the event with this id in `stream`, visible or not.
+    pub fn revision_of_id(&self, stream: &str, id: u128) -> Option<u64> {
+        let first = self.ids.get(&id)?;
+        let repeats = self
+            .id_repeats
+            .get(&id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        std::iter::once(first)
+            .chain(repeats)
+            .find_map(|&p| self.revision_in_stream(stream, p))
     }
 
     /// Number of streams and of event types.

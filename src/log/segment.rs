@@ -231,9 +231,9 @@ pub fn scan_segment(
         let frame_len = f.frame_len;
         let commit_count = h.commit_count;
         pending.push((offset, f));
-        next_position = next_position.checked_add(1).ok_or_else(|| {
-            Error::corruption(path, offset as u64, "position overflows 64 bits")
-        })?;
+        next_position = next_position
+            .checked_add(1)
+            .ok_or_else(|| Error::corruption(path, offset as u64, "position overflows 64 bits"))?;
         offset += frame_len;
         if pending.len() as u64 == u64::from(commit_count) {
             for (off, f) in pending.drain(..) {

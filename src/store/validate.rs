@@ -46,8 +46,17 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
             config.append_events_max,
             events_total,
         )?;
+        let mut ids = HashSet::with_capacity(part.events.len());
         for event in &mut part.events {
             check_event(config, event)?;
+            if let Some(id) = event.id
+                && !ids.insert(id)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "event id {id} appears twice in the append to stream '{}'",
+                    part.stream
+                )));
+            }
             if event.id.is_none() {
                 event.id = Some(new_event_id());
             }

@@ -342,10 +342,7 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
         ExpectedRevision::NoStream => first_revision == 0,
         ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
     };
-    let revision_of = |id: Option<uuid::Uuid>| {
-        let p = index.position_of_id(id?.as_u128())?;
-        index.revision_in_stream(stream, p)
-    };
+    let revision_of = |id: Option<uuid::Uuid>| index.revision_of_id(stream, id?.as_u128());
     let ids: Vec<Option<uuid::Uuid>> = part.events.iter().map(|e| e.id).collect();
     let first_id = ids.first().copied().flatten();
     if let Some(r) = revision_of(first_id)
@@ -356,13 +353,16 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
             event_id: first_id.unwrap_or_default(),
             revision: Revision(r),
         };
+        let position = |rev| index.position_of_revision(stream, rev).unwrap_or_default();
+        // The stored events must be this append's: same ids, consecutive revisions, and
+        // consecutive positions (one commit), or it is not a retry of one append.
         for (k, id) in ids.iter().enumerate() {
-            if revision_of(*id) != Some(r + k as u64) {
+            let revision = r + k as u64;
+            if revision_of(*id) != Some(revision) || position(revision) != position(r) + k as u64 {
                 return Err(conflict());
             }
         }
         let last = r + ids.len() as u64 - 1;
-        let position = |rev| index.position_of_revision(stream, rev).unwrap_or_default();
         return Ok(Outcome::Duplicate(AppendResult {
             first_position: Position(position(r)),
             last_position: Position(position(last)),
