@@ -556,7 +556,11 @@ impl Model {
         if let Some(r) = self.revision_of(stream, ids[0])
             && at_expected_place(r)
         {
-            let positions = self.streams.get(stream).map(Vec::as_slice).unwrap_or_default();
+            let positions = self
+                .streams
+                .get(stream)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let position = |rev: u64| positions.get(rev as usize).copied();
             // Same ids at consecutive revisions and consecutive positions (one commit).
             let all_match = ids.iter().enumerate().all(|(k, id)| {
