@@ -46,10 +46,13 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
             config.append_events_max,
             events_total,
         )?;
-        let mut ids = HashSet::with_capacity(part.events.len());
+        // One event needs no duplicate check, and is the common case.
+        let many = part.events.len() > 1;
+        let mut ids = HashSet::with_capacity(if many { part.events.len() } else { 0 });
         for event in &mut part.events {
             check_event(config, event)?;
             if let Some(id) = event.id
+                && many
                 && !ids.insert(id)
             {
                 return Err(Error::InvalidArgument(format!(
