@@ -8,7 +8,11 @@
 //! This is the in-memory form. Its methods are the interface the store uses, so persisted,
 //! memory-mapped index checkpoints can replace the storage without touching the callers.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+/// Keys come from clients (stream names, types, ids), so the hasher is seeded per process;
+/// foldhash is several times faster than the standard SipHash on these short keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 use std::sync::Arc;
 
 use crate::log::Location;
@@ -56,22 +60,26 @@ impl Index {
                 expected_position - 1
             ));
         }
-        let next_revision = self
-            .streams
-            .get(e.stream)
-            .map_or(0, |s| s.positions.len() as u64);
-        if e.revision != next_revision {
-            return Err(format!(
+        let revision_follows = |next_revision: u64| {
+            if e.revision == next_revision {
+                return Ok(());
+            }
+            Err(format!(
                 "stream '{}' revision {} does not follow {}",
                 e.stream,
                 e.revision,
-                next_revision as i128 - 1
-            ));
-        }
-        self.locations.push(e.location);
+                i128::from(next_revision) - 1
+            ))
+        };
+        // One lookup of the stream: this runs for every event appended and every event
+        // replayed at open.
         match self.streams.get_mut(e.stream) {
-            Some(s) => s.positions.push(e.position),
+            Some(s) => {
+                revision_follows(s.positions.len() as u64)?;
+                s.positions.push(e.position);
+            }
             None => {
+                revision_follows(0)?;
                 self.streams.insert(
                     Arc::from(e.stream),
                     StreamEntry {
@@ -80,6 +88,7 @@ impl Index {
                 );
             }
         }
+        self.locations.push(e.location);
         match self.types.get_mut(e.event_type) {
             Some(t) => t.push(e.position),
             None => {
@@ -87,10 +96,10 @@ impl Index {
             }
         }
         match self.ids.entry(e.id) {
-            std::collections::hash_map::Entry::Vacant(v) => {
+            Entry::Vacant(v) => {
                 v.insert(e.position);
             }
-            std::collections::hash_map::Entry::Occupied(_) => {
+            Entry::Occupied(_) => {
                 self.id_repeats.entry(e.id).or_default().push(e.position);
             }
         }

@@ -344,8 +344,10 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
     };
     let revision_of = |id: Option<uuid::Uuid>| index.revision_of_id(stream, id?.as_u128());
     let ids: Vec<Option<uuid::Uuid>> = part.events.iter().map(|e| e.id).collect();
+    // Where each id is already stored in this stream: one index lookup per event.
+    let stored: Vec<Option<u64>> = ids.iter().map(|id| revision_of(*id)).collect();
     let first_id = ids.first().copied().flatten();
-    if let Some(r) = revision_of(first_id)
+    if let Some(r) = stored.first().copied().flatten()
         && at_expected_place(r)
     {
         let conflict = || Error::IdempotencyConflict {
@@ -356,9 +358,9 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
         let position = |rev| index.position_of_revision(stream, rev).unwrap_or_default();
         // The stored events must be this append's: same ids, consecutive revisions, and
         // consecutive positions (one commit), or it is not a retry of one append.
-        for (k, id) in ids.iter().enumerate() {
+        for (k, stored) in stored.iter().enumerate() {
             let revision = r + k as u64;
-            if revision_of(*id) != Some(revision) || position(revision) != position(r) + k as u64 {
+            if *stored != Some(revision) || position(revision) != position(r) + k as u64 {
                 return Err(conflict());
             }
         }
@@ -370,8 +372,8 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
         }));
     }
     // A partial retry: a later event is stored exactly where this append would have put it.
-    for (k, id) in ids.iter().enumerate().skip(1) {
-        if let Some(r) = revision_of(*id)
+    for (k, (id, stored)) in ids.iter().zip(&stored).enumerate().skip(1) {
+        if let Some(r) = *stored
             && r >= k as u64
             && at_expected_place(r - k as u64)
         {
@@ -399,8 +401,8 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
     }
     // Not a retry. Event ids are unique within a stream: an id already stored in it (anywhere
     // but where a retry would have put this append) is a conflict, not a second copy.
-    for id in &ids {
-        if let Some(r) = revision_of(*id) {
+    for (id, stored) in ids.iter().zip(&stored) {
+        if let Some(r) = *stored {
             return Err(Error::IdempotencyConflict {
                 stream: stream.to_string(),
                 event_id: id.unwrap_or_default(),
