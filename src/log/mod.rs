@@ -68,7 +68,7 @@ pub struct OpenedLog {
 pub fn open_log(
     dir: &Path,
     segment_bytes: u64,
-    on_event: &mut dyn FnMut(Location, ScannedFrame<'_>) -> Result<()>,
+    on_event: &mut dyn FnMut(&Path, Location, ScannedFrame<'_>) -> Result<()>,
 ) -> Result<OpenedLog> {
     let prealloc = dir.join(PREALLOC_FILE_NAME);
     if prealloc.exists() {
@@ -127,7 +127,7 @@ pub fn open_log(
                     offset: u32::try_from(f.offset)
                         .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
                 };
-                on_event(location, f)
+                on_event(path, location, f)
             },
         )?;
         if scan.first_position != *named_first {

@@ -90,6 +90,12 @@ pub struct Store {
     _lock: DirLock,
 }
 
+// A store is shared by reference between appender and reader threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Store>();
+};
+
 impl Store {
     /// Opens the store in `dir`, creating the directory and an empty log if needed. Checks every
     /// segment, truncates a torn tail, rebuilds the indexes, and starts the writer.
@@ -100,7 +106,7 @@ impl Store {
         let lock = DirLock::acquire(&dir)?;
         let started = Instant::now();
         let mut index = Index::default();
-        let opened = log::open_log(&dir, config.segment_bytes, &mut |location, f| {
+        let opened = log::open_log(&dir, config.segment_bytes, &mut |path, location, f| {
             let body = f.frame.body(f.payload);
             let h = &f.frame.header;
             index
@@ -112,10 +118,7 @@ impl Store {
                     revision: h.revision,
                     id: u128::from_be_bytes(h.id),
                 })
-                .map_err(|reason| {
-                    let path = opened_path(&dir, location.segment);
-                    Error::corruption(path, f.offset, reason)
-                })
+                .map_err(|reason| Error::corruption(path, f.offset, reason))
         })?;
         let (streams, types) = index.counts();
         tracing::info!(
@@ -274,18 +277,4 @@ impl Drop for Store {
             tracing::error!(error = %e, "closing the store failed");
         }
     }
-}
-
-fn opened_path(dir: &Path, segment: u32) -> PathBuf {
-    std::fs::read_dir(dir)
-        .ok()
-        .and_then(|entries| {
-            let mut names: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-                .collect();
-            names.sort();
-            names.get(segment as usize).cloned()
-        })
-        .unwrap_or_else(|| dir.to_path_buf())
 }
