@@ -231,10 +231,12 @@ pub struct AllSlice {
 #[derive(Clone)]
 pub struct RecordedEvent {
     pub(crate) payload: Bytes,
-    pub(crate) stream: std::ops::Range<usize>,
-    pub(crate) event_type: std::ops::Range<usize>,
-    pub(crate) data: std::ops::Range<usize>,
-    pub(crate) metadata: std::ops::Range<usize>,
+    /// Where the parts end within `payload`: the stream name starts right after the fixed
+    /// header, each part starts where the one before ends, and metadata runs to the end.
+    /// Kept as three `u32`s rather than four ranges so a page of events stays small.
+    pub(crate) stream_end: u32,
+    pub(crate) type_end: u32,
+    pub(crate) data_end: u32,
     pub position: Position,
     pub revision: Revision,
     pub id: Uuid,
@@ -245,40 +247,55 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     pub fn stream(&self) -> &str {
-        str_of(&self.payload, &self.stream)
+        str_of(&self.payload, self.stream_range())
     }
 
     pub fn event_type(&self) -> &str {
-        str_of(&self.payload, &self.event_type)
+        str_of(
+            &self.payload,
+            self.stream_end as usize..self.type_end as usize,
+        )
     }
 
     pub fn data(&self) -> &[u8] {
-        self.payload.get(self.data.clone()).unwrap_or_default()
+        self.payload.get(self.data_range()).unwrap_or_default()
     }
 
     pub fn metadata(&self) -> &[u8] {
-        self.payload.get(self.metadata.clone()).unwrap_or_default()
+        self.payload.get(self.metadata_range()).unwrap_or_default()
     }
 
     /// The data as a shared slice of the log, without copying.
     pub fn data_bytes(&self) -> Bytes {
-        self.payload.slice(self.data.clone())
+        self.payload.slice(self.data_range())
     }
 
     pub fn metadata_bytes(&self) -> Bytes {
-        self.payload.slice(self.metadata.clone())
+        self.payload.slice(self.metadata_range())
     }
 
     pub fn timestamp(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(self.timestamp_us)
     }
+
+    fn stream_range(&self) -> std::ops::Range<usize> {
+        crate::log::frame::EVENT_HEADER_BYTES..self.stream_end as usize
+    }
+
+    fn data_range(&self) -> std::ops::Range<usize> {
+        self.type_end as usize..self.data_end as usize
+    }
+
+    fn metadata_range(&self) -> std::ops::Range<usize> {
+        (self.data_end as usize).min(self.payload.len())..self.payload.len()
+    }
 }
 
 /// Names were checked to be UTF-8 when the frame was decoded, and the bytes are immutable, so
 /// this does not fail; an empty string stands in rather than a panic if that ever breaks.
-fn str_of<'a>(payload: &'a Bytes, range: &std::ops::Range<usize>) -> &'a str {
+fn str_of(payload: &Bytes, range: std::ops::Range<usize>) -> &str {
     payload
-        .get(range.clone())
+        .get(range)
         .and_then(|b| std::str::from_utf8(b).ok())
         .unwrap_or_default()
 }
@@ -308,8 +325,8 @@ impl fmt::Debug for RecordedEvent {
             .field("event_type", &self.event_type())
             .field("id", &self.id)
             .field("content_type", &self.content_type)
-            .field("data_len", &self.data.len())
-            .field("metadata_len", &self.metadata.len())
+            .field("data_len", &self.data().len())
+            .field("metadata_len", &self.metadata().len())
             .field("timestamp_us", &self.timestamp_us)
             .finish()
     }

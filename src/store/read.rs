@@ -169,10 +169,18 @@ impl Shared {
                     format!("expected position {position}, found {}", f.header.position),
                 ));
             }
-            let event = build_event(&segment, location.offset, &f);
             let len = f.frame_len as u32;
-            if filter.is_empty() || filter.matches(event.stream(), event.event_type()) {
-                events.push(event);
+            let keep = filter.is_empty() || {
+                let payload_start = location.offset as usize + FRAME_PREFIX_BYTES;
+                let payload = segment
+                    .bytes
+                    .get(payload_start..location.offset as usize + f.frame_len)
+                    .unwrap_or_default();
+                let body = f.body(payload);
+                filter.matches(body.stream, body.event_type)
+            };
+            if keep {
+                events.push(build_event(&segment, location.offset, &f));
             }
             location.offset += len;
             position += 1;
@@ -288,10 +296,10 @@ fn build_event(segment: &SegmentView, offset: u32, f: &DecodedFrame) -> Recorded
     let h = &f.header;
     RecordedEvent {
         payload: segment.bytes.slice(start..end),
-        stream: f.stream.clone(),
-        event_type: f.event_type.clone(),
-        data: f.data.clone(),
-        metadata: f.metadata.clone(),
+        // Part ends are below the payload length, which is at most `PAYLOAD_BYTES_MAX` (2^30).
+        stream_end: f.stream.end as u32,
+        type_end: f.event_type.end as u32,
+        data_end: f.data.end as u32,
         position: Position(h.position),
         revision: Revision(h.revision),
         id: uuid::Uuid::from_bytes(h.id),
