@@ -178,14 +178,14 @@ impl Store {
             return Err(Error::Poisoned { cause });
         }
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        let (reply, answer) = mpsc::sync_channel(1);
+        let slot = Arc::new(writer::ReplySlot::default());
         tx.send(writer::Request {
             parts,
             encoded_bytes,
-            reply,
+            reply: writer::Replier::new(slot.clone()),
         })
         .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        slot.wait()
     }
 
     /// The position of the newest event readers can see (0 when the log is empty).

@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+
+use parking_lot::{Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Shared;
@@ -25,7 +27,57 @@ use crate::types::{AppendResult, ExpectedRevision, Position, Revision, StreamApp
 pub struct Request {
     pub parts: Vec<StreamAppend>,
     pub encoded_bytes: u64,
-    pub reply: SyncSender<Result<Vec<AppendResult>>>,
+    pub reply: Replier,
+}
+
+type Answer = Result<Vec<AppendResult>>;
+
+/// Where the writer leaves one appender's answer. Lighter than a channel per append: one
+/// mutex, one condition variable, and no wake-up at all when the answer is there before the
+/// appender waits.
+#[derive(Default)]
+pub struct ReplySlot {
+    answer: Mutex<Option<Answer>>,
+    ready: Condvar,
+}
+
+impl ReplySlot {
+    /// Blocks until the writer answers.
+    pub fn wait(&self) -> Answer {
+        let mut answer = self.answer.lock();
+        loop {
+            if let Some(a) = answer.take() {
+                return a;
+            }
+            self.ready.wait(&mut answer);
+        }
+    }
+}
+
+/// The writer's end of a [`ReplySlot`]. Dropping it unanswered (the writer stopped) answers
+/// `Error::Closed`, so no appender waits forever.
+pub struct Replier(Option<Arc<ReplySlot>>);
+
+impl Replier {
+    pub fn new(slot: Arc<ReplySlot>) -> Replier {
+        Replier(Some(slot))
+    }
+
+    pub fn send(mut self, answer: Answer) {
+        if let Some(slot) = self.0.take() {
+            *slot.answer.lock() = Some(answer);
+            slot.ready.notify_one();
+        }
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            *slot.answer.lock() = Some(Err(Error::Closed));
+            slot.ready.notify_one();
+        }
+    }
 }
 
 pub struct Writer {
@@ -117,7 +169,7 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         if let Some(cause) = self.shared.poison_cause() {
             for r in batch.drain(..) {
-                let _ = r.reply.send(Err(Error::Poisoned {
+                r.reply.send(Err(Error::Poisoned {
                     cause: cause.clone(),
                 }));
             }
@@ -156,7 +208,7 @@ impl Writer {
                     }),
                     Err(other) => Err(other),
                 };
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
             return;
         }
@@ -164,7 +216,7 @@ impl Writer {
             self.shared.publish(Position(self.next_position - 1));
         }
         for (reply, result) in replies {
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 
