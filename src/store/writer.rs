@@ -90,6 +90,10 @@ pub struct Writer {
     synced_through: u64,
     last_sync: Instant,
     buf: Vec<u8>,
+    /// Hands answered groups to the acknowledging thread.
+    acks: Option<std::sync::mpsc::Sender<Vec<(Replier, Answer)>>>,
+    /// Groups handed to the acknowledging thread and not yet fully answered.
+    acks_pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writer {
@@ -107,11 +111,41 @@ impl Writer {
             synced_through: next_position - 1,
             last_sync: Instant::now(),
             buf: Vec::new(),
+            acks: None,
+            acks_pending: Arc::default(),
         }
     }
 
     /// Runs until every sender is gone, then makes everything written durable.
     pub fn run(mut self) -> Result<()> {
+        // Waking dozens of appenders takes a system call each, and each woken appender may
+        // preempt the thread that woke it. A separate thread does the waking, in commit order,
+        // so the writer goes straight on to the next group.
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Vec<(Replier, Answer)>>();
+        let pending = self.acks_pending.clone();
+        let acker = std::thread::Builder::new()
+            .name("statestore-acker".into())
+            .spawn(move || {
+                for group in ack_rx {
+                    for (reply, answer) in group {
+                        reply.send(answer);
+                    }
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+            .ok();
+        if acker.is_some() {
+            self.acks = Some(ack_tx);
+        }
+        let result = self.run_groups();
+        drop(self.acks.take());
+        if let Some(acker) = acker {
+            let _ = acker.join();
+        }
+        result
+    }
+
+    fn run_groups(&mut self) -> Result<()> {
         let group_max = self.shared.config.group_commit_bytes_max;
         let mut batch = Vec::new();
         loop {
@@ -201,22 +235,48 @@ impl Writer {
         if let Some(e) = io_error {
             self.poison(&e);
             let cause = e.to_string();
-            for (reply, result) in replies {
-                let answer = match result {
-                    Ok(_) | Err(Error::Closed) => Err(Error::Poisoned {
-                        cause: cause.clone(),
-                    }),
-                    Err(other) => Err(other),
-                };
-                reply.send(answer);
-            }
+            let answers = replies
+                .into_iter()
+                .map(|(reply, result)| {
+                    let answer = match result {
+                        Ok(_) | Err(Error::Closed) => Err(Error::Poisoned {
+                            cause: cause.clone(),
+                        }),
+                        Err(other) => Err(other),
+                    };
+                    (reply, answer)
+                })
+                .collect();
+            self.answer(answers);
             return;
         }
         if self.next_position - 1 > self.shared.visible() {
             self.shared.publish(Position(self.next_position - 1));
         }
-        for (reply, result) in replies {
-            reply.send(result);
+        self.answer(replies);
+    }
+
+    /// Answers a group's appenders, in order, through the acknowledging thread if it runs.
+    ///
+    /// A lone appender is answered here, saving a thread hop, when every earlier group has been
+    /// answered already (so commit order holds).
+    fn answer(&mut self, replies: Vec<(Replier, Answer)>) {
+        let alone = replies.len() == 1 && self.acks_pending.load(Ordering::Acquire) == 0;
+        let replies = match &self.acks {
+            Some(tx) if !alone => {
+                self.acks_pending.fetch_add(1, Ordering::AcqRel);
+                match tx.send(replies) {
+                    Ok(()) => return,
+                    Err(returned) => {
+                        self.acks_pending.fetch_sub(1, Ordering::AcqRel);
+                        returned.0
+                    }
+                }
+            }
+            _ => replies,
+        };
+        for (reply, answer) in replies {
+            reply.send(answer);
         }
     }
 
