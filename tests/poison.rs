@@ -175,3 +175,30 @@ fn poisoning_is_not_triggered_by_validation_errors() {
     assert_poisoned(store.append("s", ExpectedRevision::Any, vec![ev(4, "T")]));
     assert_eq!(store.last_position(), Position(1));
 }
+
+/// Under an interval policy, a poisoned writer keeps refusing appends after the interval has
+/// passed (the writer does not go back to syncing), and the store still closes and reopens with
+/// exactly the acknowledged events.
+#[test]
+fn interval_policy_stays_poisoned_and_closes_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        fsync: statestore::FsyncPolicy::IntervalMs(5),
+        ..small_config()
+    };
+    let store = Store::open(dir.path(), config.clone()).unwrap();
+    let kept = store
+        .append(
+            "s",
+            ExpectedRevision::NoStream,
+            vec![EventData::json("T", "{}")],
+        )
+        .unwrap();
+    store.inject_write_failure();
+    assert_poisoned(store.append("s", ExpectedRevision::Any, vec![EventData::json("T", "{}")]));
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert_poisoned(store.append("s", ExpectedRevision::Any, vec![EventData::json("T", "{}")]));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), config).unwrap();
+    assert_eq!(store.last_position(), kept.last_position);
+}

@@ -183,8 +183,9 @@ impl Writer {
             return self.rx.recv().ok();
         };
         loop {
+            // After a failure nothing is synced again: an fsync is never retried.
             let dirty = self.synced_through < self.next_position - 1;
-            if !dirty {
+            if !dirty || self.shared.poison_cause().is_some() {
                 return self.rx.recv().ok();
             }
             let wait = interval.saturating_sub(self.last_sync.elapsed());
@@ -202,11 +203,16 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         if let Some(cause) = self.shared.poison_cause() {
-            for r in batch.drain(..) {
-                r.reply.send(Err(Error::Poisoned {
-                    cause: cause.clone(),
-                }));
-            }
+            let answers = batch
+                .drain(..)
+                .map(|r| {
+                    let answer = Err(Error::Poisoned {
+                        cause: cause.clone(),
+                    });
+                    (r.reply, answer)
+                })
+                .collect();
+            self.answer(answers);
             return;
         }
         self.buf.clear();
