@@ -24,6 +24,34 @@ pub enum FsyncPolicy {
     Never,
 }
 
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::IntervalMs(ms) => write!(f, "interval:{ms}"),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Parses `always`, `never` or `interval:MS` (MS > 0), the form `Display` writes.
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FsyncPolicy, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse().ok())
+                .filter(|&ms| ms > 0)
+                .map(FsyncPolicy::IntervalMs)
+                .ok_or_else(|| format!("'{s}' is not always, never or interval:MS with MS > 0")),
+        }
+    }
+}
+
 /// Configuration of a store. `Config::default()` is what production should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -20,11 +20,13 @@
 //! # Ok::<(), statestore::Error>(())
 //! ```
 
+pub mod bench;
 pub mod config;
 pub mod error;
 mod index;
 mod lock;
 mod log;
+pub mod server;
 mod store;
 pub mod types;
 

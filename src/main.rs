@@ -1,25 +1,47 @@
 //! The `statestore` binary: parses flags and calls into the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use statestore::server::ServerConfig;
 use statestore::{Config, FsyncPolicy, Store};
 
 #[derive(Parser)]
 #[command(name = "statestore", version, about = "An append-only event store")]
 struct Cli {
+    /// Log format: `text` for people, `json` (one object per line) for machines.
+    #[arg(
+        long,
+        global = true,
+        env = "STATESTORE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Open (or create) a store and keep it open until interrupted. The log is checked, a torn
-    /// tail truncated and the indexes rebuilt; the gRPC API is not served by this version yet.
-    Serve(StoreArgs),
+    /// Open (or create) a store and serve the gRPC API until SIGINT or SIGTERM. On a signal the
+    /// server stops accepting calls, ends subscriptions, finishes appends in flight, syncs the
+    /// log, releases the data directory and exits 0.
+    Serve(ServeArgs),
     /// Open a store, check it as `serve` does, print its figures as one JSON line, and close it.
     Stats(StoreArgs),
+    /// Drive a running server over gRPC and report throughput and latency. The last line printed
+    /// is one JSON object with `events_per_s`, `p50_us`, `p99_us` and `p999_us`.
+    Bench(statestore::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -27,47 +49,78 @@ struct StoreArgs {
     /// Data directory; created if missing.
     #[arg(long, env = "STATESTORE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Durability: `always` (ack after fdatasync), `interval:MS` or `never` (both may lose
-    /// acknowledged appends on power loss).
-    #[arg(long, env = "STATESTORE_FSYNC", default_value = "always", value_parser = parse_fsync)]
+    /// Durability: `always` (acknowledge after fdatasync), `interval:MS` or `never` (both may
+    /// lose acknowledged appends on power loss, not on a process crash).
+    #[arg(long, env = "STATESTORE_FSYNC", default_value = "always")]
     fsync: FsyncPolicy,
     /// Segment file size in bytes.
     #[arg(long, env = "STATESTORE_SEGMENT_BYTES", default_value_t = Config::default().segment_bytes)]
     segment_bytes: u64,
+    /// Largest event (data + metadata) in bytes.
+    #[arg(long, env = "STATESTORE_EVENT_BYTES_MAX", default_value_t = Config::default().event_bytes_max)]
+    event_bytes_max: u64,
+    /// Most events in one append.
+    #[arg(long, env = "STATESTORE_APPEND_EVENTS_MAX", default_value_t = Config::default().append_events_max)]
+    append_events_max: u64,
+    /// Most bytes (stored size) in one append.
+    #[arg(long, env = "STATESTORE_APPEND_BYTES_MAX", default_value_t = Config::default().append_bytes_max)]
+    append_bytes_max: u64,
 }
 
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
-    match s {
-        "always" => Ok(FsyncPolicy::Always),
-        "never" => Ok(FsyncPolicy::Never),
-        _ => s
-            .strip_prefix("interval:")
-            .and_then(|ms| ms.parse().ok())
-            .filter(|&ms| ms > 0)
-            .map(FsyncPolicy::IntervalMs)
-            .ok_or_else(|| format!("'{s}' is not always, never or interval:MS with MS > 0")),
-    }
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on for gRPC (native API, health, reflection).
+    #[arg(long, env = "STATESTORE_LISTEN", default_value = "127.0.0.1:2113")]
+    listen: SocketAddr,
+    /// Largest gRPC message in either direction, in bytes; larger requests are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STATESTORE_MESSAGE_BYTES_MAX", default_value_t = ServerConfig::default().message_bytes_max)]
+    message_bytes_max: usize,
+    /// Concurrent calls per client connection (HTTP/2 streams).
+    #[arg(long, env = "STATESTORE_CONCURRENT_STREAMS_MAX", default_value_t = ServerConfig::default().concurrent_streams_max)]
+    concurrent_streams_max: u32,
+    /// Events per page of reads and subscription catch-up.
+    #[arg(long, env = "STATESTORE_READ_PAGE_EVENTS", default_value_t = ServerConfig::default().read_page_events)]
+    read_page_events: u64,
+    /// Commit batches the live ring holds; a subscriber further behind re-reads from disk.
+    #[arg(long, env = "STATESTORE_LIVE_RING_BATCHES", default_value_t = ServerConfig::default().live_ring_batches)]
+    live_ring_batches: usize,
+    /// Default checkpoint interval (scanned events) of filtered subscriptions.
+    #[arg(long, env = "STATESTORE_CHECKPOINT_INTERVAL", default_value_t = ServerConfig::default().checkpoint_interval)]
+    checkpoint_interval: u64,
+    /// On shutdown, how long to wait for open calls before closing their connections.
+    #[arg(long, env = "STATESTORE_DRAIN_MS", default_value_t = 5000)]
+    drain_ms: u64,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Stats(args) => stats(args),
+        Command::Bench(args) => statestore::bench::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("statestore: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -75,31 +128,95 @@ fn open(args: &StoreArgs) -> statestore::Result<Store> {
     let config = Config {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
+        event_bytes_max: args.event_bytes_max,
+        append_events_max: args.append_events_max,
+        append_bytes_max: args.append_bytes_max,
         ..Config::default()
     };
     Store::open(&args.data_dir, config)
 }
 
-fn serve(args: StoreArgs) -> statestore::Result<()> {
-    let store = open(&args)?;
-    tracing::info!(
-        data_dir = %args.data_dir.display(),
-        last_position = store.last_position().0,
-        "store open; holding the data directory until interrupted (the network API is not served by this version)"
-    );
-    // Every acknowledged append is already durable and the kernel releases the directory lock
-    // when the process ends, so an interrupt needs no shutdown work here.
-    loop {
-        std::thread::park();
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let store = Arc::new(open(&args.store).map_err(|e| e.to_string())?);
+    let config = ServerConfig {
+        message_bytes_max: args.message_bytes_max,
+        concurrent_streams_max: args.concurrent_streams_max,
+        read_page_events: args.read_page_events,
+        live_ring_batches: args.live_ring_batches,
+        checkpoint_interval: args.checkpoint_interval,
+        ..ServerConfig::default()
+    };
+    config.validate(&store).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("statestore-rt")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let served = runtime.block_on(async {
+        let listener = statestore::server::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        tracing::info!(
+            listen = %args.listen,
+            data_dir = %args.store.data_dir.display(),
+            fsync = %args.store.fsync,
+            startup_ms = started.elapsed().as_millis() as u64,
+            "ready"
+        );
+        statestore::server::serve(
+            Arc::clone(&store),
+            config,
+            listener,
+            shutdown_signal(),
+            Duration::from_millis(args.drain_ms),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    // Ends every task still holding the store (subscriptions, blocking reads) before closing it.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served?;
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close().map_err(|e| e.to_string())?,
+        // Dropping the last reference closes it the same way, without a report.
+        Err(store) => {
+            tracing::warn!("store still referenced at shutdown; closing on drop");
+            drop(store);
+        }
+    }
+    tracing::info!("stopped: log synced, data directory released");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
     }
 }
 
-fn stats(args: StoreArgs) -> statestore::Result<()> {
-    let store = open(&args)?;
+fn stats(args: StoreArgs) -> Result<(), String> {
+    let store = open(&args).map_err(|e| e.to_string())?;
     let s = store.stats();
     println!(
         "{{\"last_position\":{},\"streams\":{},\"event_types\":{},\"segments\":{}}}",
         s.last_position.0, s.streams, s.event_types, s.segments
     );
-    store.close()
+    store.close().map_err(|e| e.to_string())
 }

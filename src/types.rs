@@ -274,6 +274,17 @@ impl RecordedEvent {
         self.payload.slice(self.metadata_range())
     }
 
+    /// The id's 16 bytes (big-endian UUID) as a shared slice of the log, without copying.
+    pub fn id_bytes(&self) -> Bytes {
+        let at = crate::log::frame::OFF_ID;
+        self.payload.slice(at..at + 16)
+    }
+
+    /// The size of the stored event: header, names, data and metadata.
+    pub fn stored_bytes(&self) -> usize {
+        self.payload.len()
+    }
+
     pub fn timestamp(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(self.timestamp_us)
     }

@@ -83,7 +83,7 @@ fn event_bytes_max_counts_data_plus_metadata() {
         event_bytes_max: 100,
         ..base()
     });
-    let what = "event size (data + metadata)";
+    let what = "event bytes (data + metadata)";
     store
         .append("s", ExpectedRevision::Any, vec![event(1, "T", 60, 40)])
         .unwrap();

@@ -78,7 +78,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
 fn check_event(config: &Config, event: &EventData) -> Result<()> {
     check_name("event type", &event.event_type, config.event_type_bytes_max)?;
     limit(
-        "event size (data + metadata)",
+        "event bytes (data + metadata)",
         config.event_bytes_max,
         event.data.len() as u64 + event.metadata.len() as u64,
     )

@@ -1,0 +1,149 @@
+//! Protobuf messages to engine types and back. Malformed fields become INVALID_ARGUMENT here,
+//! before the engine is called.
+
+use tonic::Status;
+
+use super::proto;
+use super::status::invalid_argument;
+use crate::types::{
+    AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, RecordedEvent,
+    Revision, StreamAppend, StreamFilter,
+};
+
+/// Bytes a recorded event adds to a response message beyond its stored size (field tags and
+/// lengths), used to cut pages below the message size limit.
+pub const EVENT_OVERHEAD_BYTES: usize = 64;
+
+pub fn expected(e: Option<proto::ExpectedRevision>) -> ExpectedRevision {
+    use proto::expected_revision::Kind;
+    match e.and_then(|e| e.kind) {
+        None | Some(Kind::Any(_)) => ExpectedRevision::Any,
+        Some(Kind::NoStream(_)) => ExpectedRevision::NoStream,
+        Some(Kind::StreamExists(_)) => ExpectedRevision::StreamExists,
+        Some(Kind::Exact(r)) => ExpectedRevision::Exact(Revision(r)),
+    }
+}
+
+pub fn event_data(e: proto::EventData) -> Result<EventData, Status> {
+    let content_type = match proto::ContentType::try_from(e.content_type) {
+        Ok(proto::ContentType::Json) => ContentType::Json,
+        Ok(proto::ContentType::Binary) => ContentType::Binary,
+        Err(_) => {
+            return Err(invalid_argument(format!(
+                "unknown content_type {}",
+                e.content_type
+            )));
+        }
+    };
+    let id = match e.id.len() {
+        0 => None,
+        16 => {
+            let mut raw = [0u8; 16];
+            raw.copy_from_slice(&e.id);
+            Some(uuid::Uuid::from_bytes(raw))
+        }
+        n => {
+            return Err(invalid_argument(format!(
+                "event id must be 16 bytes (a UUID) or empty, got {n} bytes"
+            )));
+        }
+    };
+    Ok(EventData {
+        id,
+        event_type: e.event_type,
+        content_type,
+        data: e.data,
+        metadata: e.metadata,
+    })
+}
+
+pub fn stream_append(r: proto::AppendRequest) -> Result<StreamAppend, Status> {
+    let events = r
+        .events
+        .into_iter()
+        .map(event_data)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StreamAppend::new(r.stream, expected(r.expected), events))
+}
+
+pub fn append_response(r: &AppendResult) -> proto::AppendResponse {
+    proto::AppendResponse {
+        first_position: r.first_position.0,
+        last_position: r.last_position.0,
+        revision: r.revision.0,
+    }
+}
+
+pub fn direction(d: i32) -> Result<Direction, Status> {
+    match proto::Direction::try_from(d) {
+        Ok(proto::Direction::Forwards) => Ok(Direction::Forwards),
+        Ok(proto::Direction::Backwards) => Ok(Direction::Backwards),
+        Err(_) => Err(invalid_argument(format!("unknown direction {d}"))),
+    }
+}
+
+pub fn filter(f: Option<proto::EventFilter>) -> Result<Filter, Status> {
+    use proto::event_filter::Stream;
+    let Some(f) = f else {
+        return Ok(Filter::default());
+    };
+    let stream = match f.stream {
+        None => None,
+        Some(Stream::StreamPrefix(p)) if p.is_empty() => None,
+        Some(Stream::StreamPrefix(p)) => Some(StreamFilter::Prefix(p)),
+        Some(Stream::Category(c)) if c.is_empty() => {
+            return Err(invalid_argument("filter category is empty"));
+        }
+        Some(Stream::Category(c)) => Some(StreamFilter::Category(c)),
+    };
+    if f.event_types.iter().any(String::is_empty) {
+        return Err(invalid_argument("filter event type is empty"));
+    }
+    Ok(Filter {
+        stream,
+        event_types: f.event_types,
+    })
+}
+
+pub fn recorded(e: &RecordedEvent) -> proto::RecordedEvent {
+    proto::RecordedEvent {
+        position: e.position.0,
+        stream: e.stream().to_owned(),
+        revision: e.revision.0,
+        id: e.id_bytes(),
+        event_type: e.event_type().to_owned(),
+        content_type: match e.content_type {
+            ContentType::Binary => proto::ContentType::Binary as i32,
+            ContentType::Json => proto::ContentType::Json as i32,
+        },
+        data: e.data_bytes(),
+        metadata: e.metadata_bytes(),
+        timestamp_us: e.timestamp_us,
+    }
+}
+
+/// The approximate encoded size of a converted event.
+pub fn proto_event_bytes(e: &proto::RecordedEvent) -> usize {
+    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + EVENT_OVERHEAD_BYTES
+}
+
+/// Splits converted events into pages whose encoded size stays under `budget` bytes (a page
+/// holds at least one event).
+pub fn pages(events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Vec<proto::RecordedEvent>> {
+    let mut out = Vec::new();
+    let mut page = Vec::new();
+    let mut size = 0usize;
+    for e in events {
+        let n = proto_event_bytes(&e);
+        if !page.is_empty() && size + n > budget {
+            out.push(std::mem::take(&mut page));
+            size = 0;
+        }
+        size += n;
+        page.push(e);
+    }
+    if !page.is_empty() || out.is_empty() {
+        out.push(page);
+    }
+    out
+}

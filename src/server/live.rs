@@ -1,0 +1,111 @@
+//! Live fan-out. The engine calls a listener after every commit; the listener only bumps a
+//! `watch` value. One publisher task then reads the new events once, converts them to protobuf
+//! once, and sends them as shared batches on a bounded `broadcast` ring. Every live subscriber
+//! reads the same `Arc`ed batches, so decoding is shared and an idle subscriber costs one ring
+//! cursor. When no one subscribes the publisher reads nothing.
+//!
+//! The ring is the per-subscriber bound: a subscriber more than `capacity` batches behind gets
+//! `Lagged` and goes back to reading from disk (see `subscribe`). Batches hold consecutive
+//! positions `first..=last` and every event in them, unfiltered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use super::convert;
+use super::proto;
+use crate::Store;
+use crate::types::{Direction, Filter, Position};
+
+/// Consecutive committed events, converted once for every subscriber.
+pub struct LiveBatch {
+    pub first: u64,
+    pub last: u64,
+    pub events: Vec<proto::RecordedEvent>,
+}
+
+pub struct Live {
+    tx: broadcast::Sender<Arc<LiveBatch>>,
+}
+
+impl Live {
+    /// Registers the commit listener and starts the publisher on the current runtime. The
+    /// publisher ends when `stop` turns true.
+    pub fn start(
+        store: Arc<Store>,
+        capacity: usize,
+        batch_events: u64,
+        mut stop: watch::Receiver<bool>,
+    ) -> Live {
+        let (tx, _) = broadcast::channel(capacity);
+        let (commit_tx, mut commit_rx) = watch::channel(store.last_position().0);
+        store.on_commit(move |p: Position| {
+            commit_tx.send_replace(p.0);
+        });
+        let publisher = tx.clone();
+        tokio::spawn(async move {
+            let mut published = *commit_rx.borrow_and_update();
+            loop {
+                tokio::select! {
+                    changed = commit_rx.changed() => if changed.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+                let target = *commit_rx.borrow_and_update();
+                if publisher.receiver_count() == 0 {
+                    // A subscriber that arrives now reads these from disk: it subscribes before
+                    // it reads, and the disk holds everything up to `target`.
+                    published = published.max(target);
+                    continue;
+                }
+                while published < target {
+                    let store = Arc::clone(&store);
+                    let from = published + 1;
+                    let read = tokio::task::spawn_blocking(move || {
+                        store.read_all(
+                            Position(from),
+                            Direction::Forwards,
+                            batch_events,
+                            &Filter::default(),
+                        )
+                    })
+                    .await;
+                    let slice = match read {
+                        Ok(Ok(slice)) => slice,
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, from, "live publisher cannot read new events; retrying");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "live publisher read task failed");
+                            return;
+                        }
+                    };
+                    if slice.scanned_to.0 < from {
+                        break;
+                    }
+                    let batch = LiveBatch {
+                        first: from,
+                        last: slice.scanned_to.0,
+                        events: slice.events.iter().map(convert::recorded).collect(),
+                    };
+                    published = batch.last;
+                    // An error means no subscriber is left; they will read from disk.
+                    let _ = publisher.send(Arc::new(batch));
+                }
+            }
+        });
+        Live { tx }
+    }
+
+    /// A cursor on the ring that sees every batch sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveBatch>> {
+        self.tx.subscribe()
+    }
+
+    /// Subscribers currently holding a cursor on the ring.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}

@@ -1,0 +1,205 @@
+//! The network layer: the engine behind a tonic gRPC server. This is the only part of the
+//! library that knows tokio, tonic and protobuf; it translates requests into calls on the
+//! synchronous [`Store`] (on the blocking thread pool) and engine errors into gRPC statuses
+//! (in [`status`], one place).
+//!
+//! - [`service`]: the `statestore.v1.EventStore` service (append, reads, stream info).
+//! - [`live`]: one publisher task that decodes each new commit once and fans it out to every
+//!   live subscriber through a bounded broadcast ring.
+//! - [`subscribe`]: catch-up subscriptions: history from disk, then live, and back to disk when a
+//!   subscriber falls behind the ring.
+
+mod convert;
+mod live;
+mod service;
+pub mod status;
+mod subscribe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Store;
+
+/// The generated protobuf and gRPC code for `proto/statestore/v1/statestore.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("statestore.v1");
+
+    /// The encoded file descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("statestore_descriptor");
+}
+
+/// Limits and buffer sizes of the network edge. `ServerConfig::default()` is what production
+/// should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest request or response message, in bytes. A larger request is refused with
+    /// RESOURCE_EXHAUSTED before it reaches the engine; read pages are cut below this.
+    pub message_bytes_max: usize,
+    /// Concurrent HTTP/2 streams (calls) per client connection.
+    pub concurrent_streams_max: u32,
+    /// Events per page of ReadStream, ReadAll and subscription catch-up.
+    pub read_page_events: u64,
+    /// Batches the live ring holds. A subscriber more than this many commit batches behind the
+    /// newest falls back to reading from disk. Memory held is at most this many batches of at
+    /// most `live_batch_events` events each.
+    pub live_ring_batches: usize,
+    /// Most events the publisher decodes into one live batch.
+    pub live_batch_events: u64,
+    /// Messages buffered per subscriber between its task and its connection.
+    pub subscriber_buffer: usize,
+    /// Checkpoint interval (scanned events) of filtered subscriptions that ask for 0.
+    pub checkpoint_interval: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            // The engine's largest append (16 MiB) plus framing headroom.
+            message_bytes_max: 20 << 20,
+            concurrent_streams_max: 1024,
+            read_page_events: 1000,
+            live_ring_batches: 256,
+            live_batch_events: 1000,
+            subscriber_buffer: 16,
+            checkpoint_interval: 1000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self, store: &Store) -> crate::Result<()> {
+        let bad = |what: &str| Err(crate::Error::InvalidConfig(what.to_string()));
+        if self.message_bytes_max < 64 << 10 {
+            return bad("message_bytes_max must be at least 64 KiB");
+        }
+        if self.concurrent_streams_max == 0 {
+            return bad("concurrent_streams_max must be at least 1");
+        }
+        if self.read_page_events == 0 || self.read_page_events > store.config().read_count_max {
+            return bad("read_page_events must be between 1 and the store's read_count_max");
+        }
+        if self.live_ring_batches == 0 || self.subscriber_buffer == 0 {
+            return bad("live_ring_batches and subscriber_buffer must be at least 1");
+        }
+        if self.live_batch_events == 0 || self.live_batch_events > store.config().read_count_max {
+            return bad("live_batch_events must be between 1 and the store's read_count_max");
+        }
+        if self.checkpoint_interval == 0 {
+            return bad("checkpoint_interval must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// State shared by every call.
+pub(crate) struct Shared {
+    pub store: Arc<Store>,
+    pub config: ServerConfig,
+    pub live: live::Live,
+    /// Turns true when the server begins shutting down; subscriptions end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the native API, gRPC health and reflection on `listener` until `shutdown` resolves.
+/// Then it stops accepting, ends subscriptions with UNAVAILABLE, lets in-flight calls finish
+/// (for at most `drain`), and returns. The caller closes the store.
+pub async fn serve(
+    store: Arc<Store>,
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    config.validate(&store)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let live = live::Live::start(
+        Arc::clone(&store),
+        config.live_ring_batches,
+        config.live_batch_events,
+        stop_rx.clone(),
+    );
+    let shared = Arc::new(Shared {
+        store,
+        config: config.clone(),
+        live,
+        shutdown: stop_rx,
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::event_store_server::EventStoreServer<service::EventStoreService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let event_store = proto::event_store_server::EventStoreServer::new(
+        service::EventStoreService::new(Arc::clone(&shared)),
+    )
+    .max_decoding_message_size(config.message_bytes_max)
+    .max_encoding_message_size(config.message_bytes_max);
+
+    let local = listener.local_addr().ok();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new calls, ending subscriptions, finishing appends");
+        let _ = stop_tx.send(true);
+        let _ = drained_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.concurrent_streams_max))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(event_store)
+        .serve_with_incoming_shutdown(incoming, signal);
+    if let Some(addr) = local {
+        tracing::info!(listen = %addr, "serving gRPC");
+    }
+    tokio::pin!(server);
+    // Graceful shutdown waits for every connection to finish; bound that wait.
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain_ms = drain.as_millis() as u64, "connections still open after the drain period; closing them");
+            Ok(())
+        }
+    };
+    Ok(result?)
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server reflection: {0}")]
+    Reflection(String),
+}
+
+/// Binds `addr` (use port 0 for any free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

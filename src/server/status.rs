@@ -1,0 +1,124 @@
+//! Engine errors to gRPC statuses, in one place. Every status carries a `google.rpc.ErrorInfo`
+//! detail (domain `statestore`) whose reason names the error and whose metadata holds its fields,
+//! so clients branch on data rather than on message text.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::{ActualRevision, Error};
+use crate::types::ExpectedRevision;
+
+/// The `ErrorInfo` domain of every statestore error.
+pub const DOMAIN: &str = "statestore";
+
+/// The status for an engine error.
+pub fn to_status(error: &Error) -> Status {
+    let message = error.to_string();
+    let mut meta = HashMap::new();
+    let (code, reason) = match error {
+        Error::WrongExpectedRevision {
+            stream,
+            expected,
+            actual,
+        } => {
+            meta.insert("stream".into(), stream.clone());
+            meta.insert("expected".into(), expected_text(expected));
+            meta.insert("actual".into(), actual_text(actual));
+            (Code::FailedPrecondition, "WRONG_EXPECTED_REVISION")
+        }
+        Error::IdempotencyConflict {
+            stream,
+            event_id,
+            revision,
+        } => {
+            meta.insert("stream".into(), stream.clone());
+            meta.insert("event_id".into(), event_id.to_string());
+            meta.insert("revision".into(), revision.0.to_string());
+            (Code::AlreadyExists, "IDEMPOTENCY_CONFLICT")
+        }
+        Error::StreamNotFound { stream } => {
+            meta.insert("stream".into(), stream.clone());
+            (Code::NotFound, "STREAM_NOT_FOUND")
+        }
+        Error::InvalidArgument(_) | Error::InvalidConfig(_) => {
+            (Code::InvalidArgument, "INVALID_ARGUMENT")
+        }
+        Error::LimitExceeded {
+            what,
+            limit,
+            actual,
+        } => {
+            meta.insert("what".into(), (*what).to_string());
+            meta.insert("limit".into(), limit.to_string());
+            meta.insert("actual".into(), actual.to_string());
+            // Sizes in bytes exhaust a resource; counts are a malformed request.
+            let code = if what.contains("bytes") {
+                Code::ResourceExhausted
+            } else {
+                Code::InvalidArgument
+            };
+            (code, "LIMIT_EXCEEDED")
+        }
+        Error::Corruption { file, offset, .. } => {
+            meta.insert("file".into(), file.display().to_string());
+            meta.insert("offset".into(), offset.to_string());
+            (Code::DataLoss, "CORRUPTION")
+        }
+        Error::Poisoned { .. } => (Code::Unavailable, "POISONED"),
+        Error::Closed => (Code::Unavailable, "CLOSED"),
+        Error::Locked { .. } => (Code::Unavailable, "LOCKED"),
+        Error::Io { path, .. } => {
+            meta.insert("path".into(), path.display().to_string());
+            (Code::Internal, "IO")
+        }
+    };
+    with_info(code, message, reason, meta)
+}
+
+/// An INVALID_ARGUMENT for a malformed request field (checked before the engine is called).
+pub fn invalid_argument(message: impl Into<String>) -> Status {
+    with_info(
+        Code::InvalidArgument,
+        message.into(),
+        "INVALID_ARGUMENT",
+        HashMap::new(),
+    )
+}
+
+/// UNAVAILABLE for calls cut short by shutdown.
+pub fn shutting_down() -> Status {
+    with_info(
+        Code::Unavailable,
+        "the server is shutting down".into(),
+        "CLOSED",
+        HashMap::new(),
+    )
+}
+
+fn with_info(code: Code, message: String, reason: &str, meta: HashMap<String, String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, meta),
+    )
+}
+
+/// `any`, `no_stream`, `stream_exists` or the revision number.
+fn expected_text(expected: &ExpectedRevision) -> String {
+    match expected {
+        ExpectedRevision::Any => "any".into(),
+        ExpectedRevision::NoStream => "no_stream".into(),
+        ExpectedRevision::StreamExists => "stream_exists".into(),
+        ExpectedRevision::Exact(r) => r.to_string(),
+    }
+}
+
+/// `no_stream` or the revision number.
+fn actual_text(actual: &ActualRevision) -> String {
+    match actual {
+        ActualRevision::NoStream => "no_stream".into(),
+        ActualRevision::Revision(r) => r.0.to_string(),
+    }
+}
