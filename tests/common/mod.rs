@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests. Each test file uses only some of them.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use statestore::{Config, ContentType, EventData, FsyncPolicy, RecordedEvent, Revision};
