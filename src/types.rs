@@ -302,13 +302,15 @@ impl RecordedEvent {
     }
 }
 
-/// Names were checked to be UTF-8 when the frame was decoded, and the bytes are immutable, so
-/// this does not fail; an empty string stands in rather than a panic if that ever breaks.
+/// The name at `range` of an event's payload.
 fn str_of(payload: &Bytes, range: std::ops::Range<usize>) -> &str {
-    payload
-        .get(range)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or_default()
+    let bytes = payload.get(range).unwrap_or_default();
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: a `RecordedEvent` is built only by `store::read::build_event`, from a frame that
+    // `frame::decode_from` accepted, and that decoder rejects names that are not UTF-8. The
+    // payload is immutable and the ranges are fixed with it. (Checked once per decode rather
+    // than on every access: it was 7% of a catch-up subscription's CPU.)
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 impl PartialEq for RecordedEvent {

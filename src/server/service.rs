@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::proto::{self, event_store_server::EventStore};
 use super::subscribe::{Subscription, Target, blocking};
 use super::{Shared, convert, status};
-use crate::types::{Direction, Filter, Position, Revision};
+use crate::types::{AppendResult, Direction, Filter, Position, Revision, StreamAppend};
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -29,6 +29,19 @@ impl EventStoreService {
         EventStoreService { shared }
     }
 
+    /// Queues an append on the engine's writer and waits, without holding a thread, for the
+    /// acknowledging thread to answer.
+    async fn append(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.store.append_multi_with(parts, move |result| {
+            let _ = tx.send(result);
+        });
+        match rx.await {
+            Ok(result) => result.map_err(|e| status::to_status(&e)),
+            Err(_) => Err(status::to_status(&crate::Error::Closed)),
+        }
+    }
+
     fn page_budget(&self) -> usize {
         self.shared.config.message_bytes_max / 2
     }
@@ -41,8 +54,7 @@ impl EventStore for EventStoreService {
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let part = convert::stream_append(request.into_inner())?;
-        let store = Arc::clone(&self.shared.store);
-        let result = blocking(move || store.append_multi(vec![part])).await?;
+        let result = self.append(vec![part]).await?;
         let first = result
             .first()
             .ok_or_else(|| Status::internal("append returned no result"))?;
@@ -59,8 +71,7 @@ impl EventStore for EventStoreService {
             .into_iter()
             .map(convert::stream_append)
             .collect::<Result<Vec<_>, _>>()?;
-        let store = Arc::clone(&self.shared.store);
-        let results = blocking(move || store.append_multi(parts)).await?;
+        let results = self.append(parts).await?;
         Ok(Response::new(proto::AppendMultiResponse {
             results: results.iter().map(convert::append_response).collect(),
         }))

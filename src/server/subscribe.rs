@@ -48,6 +48,18 @@ struct Cursor {
 /// The client went away or the server is stopping: the subscription ends.
 struct Ended;
 
+/// One page of history read from disk.
+struct Page {
+    events: Vec<crate::types::RecordedEvent>,
+    /// Whole log: scanned up to here. Stream: the position of the last event read (or the
+    /// cursor's, when none).
+    scanned_to: u64,
+    /// Stream: the next revision to read.
+    next_revision: u64,
+    /// The end of the log (or stream) was reached.
+    done: bool,
+}
+
 pub struct Subscription {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Reply>,
@@ -120,55 +132,70 @@ impl Subscription {
         }
     }
 
-    /// Reads from disk until the end of the log, delivering as it goes.
+    /// Reads from disk until the end of the log, delivering as it goes. The next page is read
+    /// (on the blocking pool) while the current one is converted and sent.
     async fn catch_up(&mut self) -> Result<(), Ended> {
-        let page = self.shared.config.read_page_events;
-        loop {
-            let store = Arc::clone(&self.shared.store);
-            let done = match &self.target {
-                Target::All { filter, .. } => {
-                    let from = Position(self.cursor.position + 1);
-                    let filter = filter.clone();
-                    let slice =
-                        blocking(move || store.read_all(from, Direction::Forwards, page, &filter))
-                            .await;
-                    let slice = match slice {
-                        Ok(s) => s,
-                        Err(status) => return self.fail(status).await,
-                    };
-                    let scanned = slice.scanned_to.0.saturating_sub(self.cursor.position);
-                    let events: Vec<_> = slice.events.iter().map(convert::recorded).collect();
-                    self.send_events(events).await?;
-                    self.cursor.position = self.cursor.position.max(slice.scanned_to.0);
-                    self.count_scanned(scanned).await?;
-                    slice.end_of_log
-                }
-                Target::Stream { name } => {
-                    let name = name.clone();
-                    let from = Revision(self.cursor.next_revision);
-                    let read = blocking(move || {
-                        match store.read_stream(&name, from, Direction::Forwards, page) {
-                            Err(Error::StreamNotFound { .. }) => Ok(Vec::new()),
-                            other => other,
-                        }
-                    })
-                    .await;
-                    let events = match read {
-                        Ok(e) => e,
-                        Err(status) => return self.fail(status).await,
-                    };
-                    let done = (events.len() as u64) < page;
-                    if let Some(last) = events.last() {
-                        self.cursor.next_revision = last.revision.0 + 1;
-                        self.cursor.position = last.position.0;
-                    }
-                    self.send_events(events.iter().map(convert::recorded).collect())
-                        .await?;
-                    done
-                }
+        let mut next = Some(self.read_page(self.cursor.position + 1, self.cursor.next_revision));
+        while let Some(read) = next.take() {
+            let page = match read.await {
+                Ok(Ok(page)) => page,
+                Ok(Err(status)) => return self.fail(status).await,
+                Err(e) => return self.fail(Status::internal(format!("read task: {e}"))).await,
             };
-            if done {
-                return Ok(());
+            if !page.done {
+                next = Some(self.read_page(page.scanned_to + 1, page.next_revision));
+            }
+            let scanned = page.scanned_to.saturating_sub(self.cursor.position);
+            let events: Vec<_> = page.events.iter().map(convert::recorded).collect();
+            self.send_events(events).await?;
+            self.cursor.position = self.cursor.position.max(page.scanned_to);
+            self.cursor.next_revision = page.next_revision;
+            self.count_scanned(scanned).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts reading the page at `from` (whole log) or `revision` (stream).
+    fn read_page(&self, from: u64, revision: u64) -> tokio::task::JoinHandle<Result<Page, Status>> {
+        let store = Arc::clone(&self.shared.store);
+        let count = self.shared.config.read_page_events;
+        match &self.target {
+            Target::All { filter, .. } => {
+                let filter = filter.clone();
+                tokio::task::spawn_blocking(move || {
+                    let slice = store
+                        .read_all(Position(from), Direction::Forwards, count, &filter)
+                        .map_err(|e| status::to_status(&e))?;
+                    Ok(Page {
+                        scanned_to: slice.scanned_to.0.max(from - 1),
+                        next_revision: revision,
+                        done: slice.end_of_log,
+                        events: slice.events,
+                    })
+                })
+            }
+            Target::Stream { name } => {
+                let name = name.clone();
+                // `from` is one past the last position delivered; a stream read does not move it
+                // unless it returns events.
+                let position = from - 1;
+                tokio::task::spawn_blocking(move || {
+                    let events = match store.read_stream(
+                        &name,
+                        Revision(revision),
+                        Direction::Forwards,
+                        count,
+                    ) {
+                        Err(Error::StreamNotFound { .. }) => Vec::new(),
+                        other => other.map_err(|e| status::to_status(&e))?,
+                    };
+                    Ok(Page {
+                        scanned_to: events.last().map_or(position, |e| e.position.0),
+                        next_revision: events.last().map_or(revision, |e| e.revision.0 + 1),
+                        done: (events.len() as u64) < count,
+                        events,
+                    })
+                })
             }
         }
     }

@@ -172,20 +172,56 @@ impl Store {
 
     /// Appends to several streams in one all-or-nothing commit, each part with its own
     /// expected revision. Results come in the order of `parts`.
-    pub fn append_multi(&self, mut parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let encoded_bytes = validate::prepare_append(&self.shared.config, &mut parts)?;
-        if let Some(cause) = self.shared.poison_cause() {
-            return Err(Error::Poisoned { cause });
-        }
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+    pub fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let slot = Arc::new(writer::ReplySlot::default());
-        tx.send(writer::Request {
+        self.submit(parts, writer::Replier::new(slot.clone()))?;
+        slot.wait()
+    }
+
+    /// Like [`Store::append_multi`], but returns at once and calls `done` with the result when
+    /// the commit is durable (or has failed). `done` runs on the store's acknowledging thread
+    /// (or on the caller's, for an append refused before it is queued) and must be quick: wake
+    /// a task, send on a channel. For callers that must not block, such as an async server;
+    /// this call itself blocks only while the writer's queue is full.
+    pub fn append_multi_with(
+        &self,
+        parts: Vec<StreamAppend>,
+        done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
+    ) {
+        let reply = writer::Replier::callback(Box::new(done));
+        if let Err((e, reply)) = self.submit_or_return(parts, reply) {
+            reply.send(Err(e));
+        }
+    }
+
+    fn submit(&self, parts: Vec<StreamAppend>, reply: writer::Replier) -> Result<()> {
+        // The error is returned; dropping the replier fills a slot nobody waits on.
+        self.submit_or_return(parts, reply).map_err(|(e, _reply)| e)
+    }
+
+    fn submit_or_return(
+        &self,
+        mut parts: Vec<StreamAppend>,
+        reply: writer::Replier,
+    ) -> std::result::Result<(), (Error, writer::Replier)> {
+        let encoded_bytes = match validate::prepare_append(&self.shared.config, &mut parts) {
+            Ok(n) => n,
+            Err(e) => return Err((e, reply)),
+        };
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err((Error::Poisoned { cause }, reply));
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return Err((Error::Closed, reply));
+        };
+        // A send fails only when the writer has stopped; the request (and its replier) is
+        // dropped with the error, which answers `Closed`.
+        let _ = tx.send(writer::Request {
             parts,
             encoded_bytes,
-            reply: writer::Replier::new(slot.clone()),
-        })
-        .map_err(|_| Error::Closed)?;
-        slot.wait()
+            reply,
+        });
+        Ok(())
     }
 
     /// The position of the newest event readers can see (0 when the log is empty).

@@ -54,28 +54,46 @@ impl ReplySlot {
     }
 }
 
-/// The writer's end of a [`ReplySlot`]. Dropping it unanswered (the writer stopped) answers
-/// `Error::Closed`, so no appender waits forever.
-pub struct Replier(Option<Arc<ReplySlot>>);
+/// The writer's end of an append: a [`ReplySlot`] an appender thread waits on, or a callback
+/// (for callers that must not block, such as an async server). Dropping it unanswered (the
+/// writer stopped) answers `Error::Closed`, so no appender waits forever.
+pub struct Replier(Option<Reply>);
+
+enum Reply {
+    Slot(Arc<ReplySlot>),
+    Callback(Box<dyn FnOnce(Answer) + Send>),
+}
 
 impl Replier {
     pub fn new(slot: Arc<ReplySlot>) -> Replier {
-        Replier(Some(slot))
+        Replier(Some(Reply::Slot(slot)))
+    }
+
+    pub fn callback(done: Box<dyn FnOnce(Answer) + Send>) -> Replier {
+        Replier(Some(Reply::Callback(done)))
     }
 
     pub fn send(mut self, answer: Answer) {
-        if let Some(slot) = self.0.take() {
+        if let Some(reply) = self.0.take() {
+            deliver(reply, answer);
+        }
+    }
+}
+
+fn deliver(reply: Reply, answer: Answer) {
+    match reply {
+        Reply::Slot(slot) => {
             *slot.answer.lock() = Some(answer);
             slot.ready.notify_one();
         }
+        Reply::Callback(done) => done(answer),
     }
 }
 
 impl Drop for Replier {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            *slot.answer.lock() = Some(Err(Error::Closed));
-            slot.ready.notify_one();
+        if let Some(reply) = self.0.take() {
+            deliver(reply, Err(Error::Closed));
         }
     }
 }
