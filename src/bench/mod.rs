@@ -33,9 +33,13 @@ pub struct BenchArgs {
     /// Server URL.
     #[arg(long, default_value = "http://127.0.0.1:2113")]
     pub target: String,
-    /// Concurrent clients, each with its own connection.
+    /// Concurrent clients, each with one request in flight at a time.
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
+    /// Connections the clients share (HTTP/2 multiplexes their requests); 0 gives each client
+    /// its own.
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// Events per append request (append, subscribe), or events per stream (read).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -279,6 +283,20 @@ async fn connect(target: &str) -> Result<EventStoreClient<Channel>, BenchError> 
 }
 
 impl Bench {
+    /// One client per `--clients`, spread over `--connections` connections.
+    async fn clients(&self) -> Result<Vec<EventStoreClient<Channel>>, BenchError> {
+        let n = self.args.clients;
+        let conns = match self.args.connections {
+            0 => n,
+            c => c.min(n),
+        };
+        let mut pool = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            pool.push(connect(&self.args.target).await?);
+        }
+        Ok((0..n).map(|i| pool[i % conns].clone()).collect())
+    }
+
     fn stream(&self, k: usize) -> String {
         format!("bench-{}-{k}", self.run_id)
     }
@@ -319,10 +337,9 @@ impl Bench {
     ) -> Result<AppendOutcome, BenchError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for c in 0..self.args.clients {
+        for (c, mut client) in self.clients().await?.into_iter().enumerate() {
             let bench = Arc::clone(self);
             let stop = Arc::clone(&stop);
-            let mut client = connect(&bench.args.target).await?;
             tasks.push(tokio::spawn(async move {
                 let mut out = AppendOutcome::default();
                 let mut seq = 0u64;
@@ -427,11 +444,10 @@ impl Bench {
         let written = Arc::new(written);
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for c in 0..bench.args.clients {
+        for (c, mut client) in bench.clients().await?.into_iter().enumerate() {
             let bench = Arc::clone(&bench);
             let stop = Arc::clone(&stop);
             let written = Arc::clone(&written);
-            let mut client = connect(&bench.args.target).await?;
             tasks.push(tokio::spawn(async move {
                 let mut out = AppendOutcome::default();
                 let mut i = c;

@@ -261,7 +261,7 @@ impl LogWriter {
         let bytes = self.segment_bytes;
         self.next_segment = std::thread::Builder::new()
             .name("statestore-prealloc".into())
-            .spawn(move || preallocate_io(&path, bytes))
+            .spawn(move || preallocate_io(&path, bytes, true))
             .ok();
     }
 
@@ -287,12 +287,16 @@ fn map(file: &File, path: &Path) -> Result<Mmap> {
 }
 
 fn preallocate(path: &Path, bytes: u64) -> Result<File> {
-    preallocate_io(path, bytes).map_err(|e| Error::io(path, e))
+    preallocate_io(path, bytes, false).map_err(|e| Error::io(path, e))
 }
 
 /// Creates a file of `bytes` zeros, written (not sparse) and synced, so that later
 /// fdatasyncs into it do not have to allocate blocks or change the file size.
-fn preallocate_io(path: &Path, bytes: u64) -> std::io::Result<File> {
+///
+/// `paced` (the background pre-allocation) syncs after every chunk: a commit's fdatasync then
+/// queues behind at most one chunk of zeros instead of the whole segment's writeback, which
+/// otherwise showed as 40+ ms stalls of appends while a 64 MiB segment was flushed.
+fn preallocate_io(path: &Path, bytes: u64, paced: bool) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -305,6 +309,9 @@ fn preallocate_io(path: &Path, bytes: u64) -> std::io::Result<File> {
         let n = left.min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all(zeros.get(..n).unwrap_or_default())?;
         left -= n as u64;
+        if paced {
+            file.sync_data()?;
+        }
     }
     file.sync_all()?;
     Ok(file)

@@ -162,9 +162,15 @@ pub async fn serve(
         let _ = stop_tx.send(true);
         let _ = drained_tx.send(());
     };
+    let limit = config.message_bytes_max;
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.concurrent_streams_max))
         .tcp_nodelay(true)
+        .layer(tower::util::MapResponseLayer::new(
+            move |response: http::Response<tonic::body::Body>| {
+                status::rewrite_too_large(limit, response)
+            },
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

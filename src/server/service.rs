@@ -57,7 +57,7 @@ impl EventStore for EventStoreService {
         let result = self.append(vec![part]).await?;
         let first = result
             .first()
-            .ok_or_else(|| Status::internal("append returned no result"))?;
+            .ok_or_else(|| status::internal("append returned no result"))?;
         Ok(Response::new(convert::append_response(first)))
     }
 

@@ -87,6 +87,49 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
     )
 }
 
+/// INTERNAL for a failure of the server itself (a task that panicked).
+pub fn internal(message: impl Into<String>) -> Status {
+    with_info(Code::Internal, message.into(), "INTERNAL", HashMap::new())
+}
+
+/// tonic refuses a request larger than the decoding limit with a bare OUT_OF_RANGE. This
+/// rewrites that answer into the documented one: RESOURCE_EXHAUSTED, `LIMIT_EXCEEDED`, with the
+/// limit and the size found. Every other response passes through untouched.
+pub fn rewrite_too_large<B: Default>(
+    limit: usize,
+    response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers();
+    if headers.get("grpc-status").is_none_or(|v| v != "11") {
+        return response;
+    }
+    let Some(message) = Status::from_header_map(headers)
+        .map(|s| s.message().to_string())
+        .filter(|m| m.contains("message length too large"))
+    else {
+        return response;
+    };
+    let mut meta = HashMap::new();
+    meta.insert("what".into(), "request message bytes".into());
+    meta.insert("limit".into(), limit.to_string());
+    // tonic says "found N bytes, the limit is: L bytes".
+    if let Some(found) = message
+        .split("found ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .filter(|n| n.parse::<u64>().is_ok())
+    {
+        meta.insert("actual".into(), found.to_string());
+    }
+    with_info(
+        Code::ResourceExhausted,
+        format!("request message is over the limit of {limit} bytes ({message})"),
+        "LIMIT_EXCEEDED",
+        meta,
+    )
+    .into_http()
+}
+
 /// UNAVAILABLE for calls cut short by shutdown.
 pub fn shutting_down() -> Status {
     with_info(

@@ -140,7 +140,7 @@ impl Subscription {
             let page = match read.await {
                 Ok(Ok(page)) => page,
                 Ok(Err(status)) => return self.fail(status).await,
-                Err(e) => return self.fail(Status::internal(format!("read task: {e}"))).await,
+                Err(e) => return self.fail(status::internal(format!("read task: {e}"))).await,
             };
             if !page.done {
                 next = Some(self.read_page(page.scanned_to + 1, page.next_revision));
@@ -327,6 +327,6 @@ pub async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(status::to_status(&e)),
-        Err(e) => Err(Status::internal(format!("engine task failed: {e}"))),
+        Err(e) => Err(status::internal(format!("engine task failed: {e}"))),
     }
 }
