@@ -269,7 +269,9 @@ fn check_event(e: &proto::RecordedEvent, size: usize) -> Result<Stamp, BenchErro
 async fn connect(target: &str) -> Result<EventStoreClient<Channel>, BenchError> {
     let endpoint = Endpoint::from_shared(target.to_string())
         .map_err(|e| BenchError::Args(format!("bad --target: {e}")))?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20));
     let channel = endpoint
         .connect()
         .await

@@ -98,6 +98,11 @@ impl ServerConfig {
     }
 }
 
+/// HTTP/2 flow-control window per call.
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+/// HTTP/2 flow-control window per connection.
+const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
 /// State shared by every call.
 pub(crate) struct Shared {
     pub store: Arc<Store>,
@@ -166,6 +171,10 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.concurrent_streams_max))
         .tcp_nodelay(true)
+        // Flow-control windows wide enough that a batch append is not held back waiting for a
+        // window update.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .layer(tower::util::MapResponseLayer::new(
             move |response: http::Response<tonic::body::Body>| {
                 status::rewrite_too_large(limit, response)

@@ -24,6 +24,9 @@ use crate::types::{Direction, Filter, Position, Revision};
 
 pub type Reply = Result<proto::SubscribeResponse, Status>;
 
+/// How long shutdown waits for room in a subscriber's buffer to tell it UNAVAILABLE.
+const SHUTDOWN_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a subscription delivers.
 pub enum Target {
     /// The whole log after a position, filtered.
@@ -41,8 +44,10 @@ struct Cursor {
     position: u64,
     /// Stream subscriptions: the next revision to deliver.
     next_revision: u64,
-    /// Filtered subscriptions: positions scanned since the last checkpoint.
-    since_checkpoint: u64,
+    /// Stream subscriptions: the last revision delivered, if any.
+    last_revision: Option<u64>,
+    /// Filtered subscriptions: the position of the last checkpoint sent (or the start).
+    last_checkpoint: u64,
 }
 
 /// The client went away or the server is stopping: the subscription ends.
@@ -84,18 +89,25 @@ impl Subscription {
             cursor: Cursor {
                 position: after_position,
                 next_revision,
-                since_checkpoint: 0,
+                last_revision: None,
+                last_checkpoint: after_position,
             },
         }
     }
 
     pub async fn run(mut self) {
         let mut shutdown = self.shared.shutdown.clone();
-        tokio::select! {
-            _ = self.run_inner() => {}
-            _ = shutdown.wait_for(|stop| *stop) => {
-                let _ = self.tx.try_send(Err(status::shutting_down()));
-            }
+        let stopping = tokio::select! {
+            _ = self.run_inner() => false,
+            stop = shutdown.wait_for(|stop| *stop) => stop.is_ok(),
+        };
+        if stopping {
+            // Wait (briefly) for room: a full buffer must not turn the end into a clean one.
+            let _ = tokio::time::timeout(
+                SHUTDOWN_SEND_TIMEOUT,
+                self.tx.send(Err(status::shutting_down())),
+            )
+            .await;
         }
     }
 
@@ -145,12 +157,14 @@ impl Subscription {
             if !page.done {
                 next = Some(self.read_page(page.scanned_to + 1, page.next_revision));
             }
-            let scanned = page.scanned_to.saturating_sub(self.cursor.position);
             let events: Vec<_> = page.events.iter().map(convert::recorded).collect();
-            self.send_events(events).await?;
-            self.cursor.position = self.cursor.position.max(page.scanned_to);
+            if let Some(last) = events.last()
+                && matches!(self.target, Target::Stream { .. })
+            {
+                self.cursor.last_revision = Some(last.revision);
+            }
+            self.deliver_scanned(events, page.scanned_to).await?;
             self.cursor.next_revision = page.next_revision;
-            self.count_scanned(scanned).await?;
         }
         Ok(())
     }
@@ -221,9 +235,7 @@ impl Subscription {
                     })
                     .cloned()
                     .collect();
-                self.send_events(events).await?;
-                self.cursor.position = batch.last;
-                self.count_scanned(batch.last - after).await?;
+                self.deliver_scanned(events, batch.last).await?;
                 Ok(true)
             }
             Target::Stream { name } => {
@@ -244,6 +256,7 @@ impl Subscription {
                     .any(|e| e.stream == *name && e.revision >= self.cursor.next_revision);
                 if let Some(last) = events.last() {
                     self.cursor.position = last.position;
+                    self.cursor.last_revision = Some(last.revision);
                 }
                 self.send_events(events).await?;
                 Ok(!gap)
@@ -251,46 +264,57 @@ impl Subscription {
         }
     }
 
-    /// Filtered whole-log subscriptions send a checkpoint every `checkpoint_interval` scanned
-    /// positions.
-    async fn count_scanned(&mut self, scanned: u64) -> Result<(), Ended> {
-        let Target::All {
-            filter,
-            checkpoint_interval,
-        } = &self.target
-        else {
-            return Ok(());
+    /// Delivers `events` (in position order, all past the cursor) as the matches of every
+    /// position up to `scanned_to`, and moves the cursor there. A filtered whole-log
+    /// subscription also gets a `Checkpoint` every `checkpoint_interval` positions of that range,
+    /// each sent after the events at or before it, however sparse the matches.
+    async fn deliver_scanned(
+        &mut self,
+        mut events: Vec<proto::RecordedEvent>,
+        scanned_to: u64,
+    ) -> Result<(), Ended> {
+        let interval = match &self.target {
+            Target::All {
+                filter,
+                checkpoint_interval,
+            } if !filter.is_empty() => *checkpoint_interval,
+            _ => {
+                self.send_events(events).await?;
+                self.cursor.position = self.cursor.position.max(scanned_to);
+                return Ok(());
+            }
         };
-        if filter.is_empty() {
-            return Ok(());
+        let mut due = self.cursor.last_checkpoint.saturating_add(interval);
+        while due <= scanned_to {
+            let split = events.partition_point(|e| e.position <= due);
+            let rest = events.split_off(split);
+            self.send_events(events).await?;
+            events = rest;
+            self.cursor.position = self.cursor.position.max(due);
+            self.send_checkpoint().await?;
+            due = self.cursor.last_checkpoint.saturating_add(interval);
         }
-        self.cursor.since_checkpoint += scanned;
-        if self.cursor.since_checkpoint >= *checkpoint_interval {
-            self.cursor.since_checkpoint = 0;
-            self.send(Kind::Checkpoint(proto::Checkpoint {
-                position: self.cursor.position,
-            }))
-            .await?;
-        }
+        self.send_events(events).await?;
+        self.cursor.position = self.cursor.position.max(scanned_to);
         Ok(())
+    }
+
+    async fn send_checkpoint(&mut self) -> Result<(), Ended> {
+        self.cursor.last_checkpoint = self.cursor.position;
+        self.send(Kind::Checkpoint(proto::Checkpoint {
+            position: self.cursor.position,
+        }))
+        .await
     }
 
     async fn send_caught_up(&mut self) -> Result<(), Ended> {
         let filtered = matches!(&self.target, Target::All { filter, .. } if !filter.is_empty());
         if filtered {
-            self.cursor.since_checkpoint = 0;
-            self.send(Kind::Checkpoint(proto::Checkpoint {
-                position: self.cursor.position,
-            }))
-            .await?;
+            self.send_checkpoint().await?;
         }
-        let revision = match &self.target {
-            Target::Stream { .. } => self.cursor.next_revision.checked_sub(1),
-            Target::All { .. } => None,
-        };
         self.send(Kind::CaughtUp(proto::CaughtUp {
             position: self.cursor.position,
-            revision,
+            revision: self.cursor.last_revision,
         }))
         .await
     }
