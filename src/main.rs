@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Default checkpoint interval (scanned events) of filtered subscriptions.
     #[arg(long, env = "STATESTORE_CHECKPOINT_INTERVAL", default_value_t = ServerConfig::default().checkpoint_interval)]
     checkpoint_interval: u64,
+    /// Threads running network work (0: one per CPU core).
+    #[arg(long, env = "STATESTORE_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// On shutdown, how long to wait for open calls before closing their connections.
     #[arg(long, env = "STATESTORE_DRAIN_MS", default_value_t = 5000)]
     drain_ms: u64,
@@ -148,7 +151,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         ..ServerConfig::default()
     };
     config.validate(&store).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("statestore-rt")
         .build()

@@ -65,6 +65,8 @@ pub enum Mode {
     Read,
     Subscribe,
     Catchup,
+    /// GetStream calls (no event data): the cost of a unary call through the whole stack.
+    Get,
 }
 
 /// Why a run failed: the server was unreachable, answered with an error, or answered wrongly.
@@ -183,6 +185,7 @@ pub async fn drive(args: BenchArgs) -> Result<Report, BenchError> {
         Mode::Read => bench.read().await,
         Mode::Subscribe => bench.subscribe().await,
         Mode::Catchup => bench.catchup().await,
+        Mode::Get => bench.get().await,
     }
 }
 
@@ -216,11 +219,17 @@ fn event_data(stamp: Stamp, size: usize) -> Bytes {
     b.extend_from_slice(&u64::from(stamp.client).to_le_bytes());
     b.extend_from_slice(&stamp.seq.to_le_bytes());
     b.extend_from_slice(&stamp.sent_us.to_le_bytes());
-    let seed = stamp
-        .seq
-        .wrapping_mul(31)
-        .wrapping_add(u64::from(stamp.client));
-    b.extend((HEADER_BYTES..size).map(|i| (seed.wrapping_add(i as u64) % 251) as u8));
+    // Filler: a word sequence derived from the stamp, so a byte out of place is caught.
+    let seed = stamp.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(stamp.client);
+    let mut i = 0u64;
+    while b.len() < size {
+        let word = seed
+            .wrapping_add(i.wrapping_mul(0x2545_F491_4F6C_DD1D))
+            .to_le_bytes();
+        let n = (size - b.len()).min(8);
+        b.extend_from_slice(&word[..n]);
+        i += 1;
+    }
     b.freeze()
 }
 
@@ -515,6 +524,64 @@ impl Bench {
             elapsed,
             latencies_us: total.latencies_us,
             verified: total.events,
+        })
+    }
+
+    async fn get(self) -> Result<Report, BenchError> {
+        let bench = Arc::new(self);
+        let mut writer = connect(&bench.args.target).await?;
+        let mut seq = 0;
+        let stream = bench.stream(0);
+        let ack = writer
+            .append(bench.append_request(u32::MAX, &mut seq, stream.clone()))
+            .await?
+            .into_inner();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for mut client in bench.clients().await? {
+            let stop = Arc::clone(&stop);
+            let stream = stream.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = AppendOutcome::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let got = client
+                        .get_stream(proto::GetStreamRequest {
+                            stream: stream.clone(),
+                        })
+                        .await?
+                        .into_inner();
+                    out.latencies_us.push(sent.elapsed().as_micros() as u64);
+                    out.requests += 1;
+                    if got.revision != ack.revision || got.stream != stream {
+                        return Err(BenchError::Verify(format!(
+                            "GetStream({stream}) answered revision {}, expected {}",
+                            got.revision, ack.revision
+                        )));
+                    }
+                }
+                Ok::<_, BenchError>(out)
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(bench.args.duration_s)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = AppendOutcome::default();
+        for t in tasks {
+            total.merge(
+                t.await
+                    .map_err(|e| BenchError::Verify(format!("client task failed: {e}")))??,
+            );
+        }
+        let elapsed = started.elapsed();
+        total.latencies_us.sort_unstable();
+        Ok(Report {
+            mode: Mode::Get,
+            events: total.requests,
+            requests: total.requests,
+            elapsed,
+            latencies_us: total.latencies_us,
+            verified: total.requests,
         })
     }
 
