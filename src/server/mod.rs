@@ -98,6 +98,9 @@ impl ServerConfig {
     }
 }
 
+/// TCP keepalive on client connections, so dead peers are noticed.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// HTTP/2 flow-control window per call.
 const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 /// HTTP/2 flow-control window per connection.
@@ -159,7 +162,11 @@ pub async fn serve(
     .max_encoding_message_size(config.message_bytes_max);
 
     let local = listener.local_addr().ok();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's TCP settings apply only to sockets it binds itself; set them here. Without
+    // TCP_NODELAY, small responses wait on the peer's delayed ACK (40 ms stalls).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -170,7 +177,6 @@ pub async fn serve(
     let limit = config.message_bytes_max;
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.concurrent_streams_max))
-        .tcp_nodelay(true)
         // Flow-control windows wide enough that a batch append is not held back waiting for a
         // window update.
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
