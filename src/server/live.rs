@@ -59,27 +59,21 @@ impl Live {
                     continue;
                 }
                 while published < target {
-                    let store = Arc::clone(&store);
                     let from = published + 1;
-                    let read = tokio::task::spawn_blocking(move || {
-                        store.read_all(
-                            Position(from),
-                            Direction::Forwards,
-                            batch_events,
-                            &Filter::default(),
-                        )
-                    })
-                    .await;
-                    let slice = match read {
-                        Ok(Ok(slice)) => slice,
-                        Ok(Err(e)) => {
+                    // Read on this task, not the blocking pool: these events were written
+                    // moments ago and are in the page cache, so the read does not wait on the
+                    // disk, and a hop to another thread would cost more than the read.
+                    let slice = match store.read_all(
+                        Position(from),
+                        Direction::Forwards,
+                        batch_events,
+                        &Filter::default(),
+                    ) {
+                        Ok(slice) => slice,
+                        Err(e) => {
                             tracing::error!(error = %e, from, "live publisher cannot read new events; retrying");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "live publisher read task failed");
-                            return;
                         }
                     };
                     if slice.scanned_to.0 < from {
