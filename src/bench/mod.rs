@@ -54,6 +54,11 @@ pub struct BenchArgs {
     pub duration_s: f64,
     #[arg(long, value_enum, default_value = "append")]
     pub mode: Mode,
+    /// Also hold this many subscriptions open during the run: whole-log subscriptions filtered
+    /// to a stream prefix nothing is written to, so they are live and idle. Shows what idle
+    /// subscribers cost the server.
+    #[arg(long, default_value_t = 0)]
+    pub idle_subscribers: usize,
     /// subscribe: total append rate in events per second, shared by the clients.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
@@ -179,14 +184,62 @@ pub async fn drive(args: BenchArgs) -> Result<Report, BenchError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
+    let idle = idle_subscribers(&args.target, args.idle_subscribers).await?;
     let bench = Bench { args, run_id };
-    match bench.args.mode {
+    let report = match bench.args.mode {
         Mode::Append => bench.append().await,
         Mode::Read => bench.read().await,
         Mode::Subscribe => bench.subscribe().await,
         Mode::Catchup => bench.catchup().await,
         Mode::Get => bench.get().await,
+    };
+    for task in idle {
+        task.abort();
     }
+    report
+}
+
+/// Opens `n` live, idle subscriptions (on a few shared connections) and keeps reading them in
+/// the background until the returned tasks are aborted.
+async fn idle_subscribers(
+    target: &str,
+    n: usize,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, BenchError> {
+    let mut tasks = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(tasks);
+    }
+    let mut pool = Vec::new();
+    for _ in 0..n.div_ceil(100).min(8) {
+        pool.push(connect(target).await?);
+    }
+    let last = pool[0]
+        .server_info(proto::ServerInfoRequest {})
+        .await?
+        .into_inner()
+        .last_position;
+    for i in 0..n {
+        let mut client = pool[i % pool.len()].clone();
+        let mut replies = client
+            .subscribe(proto::SubscribeRequest {
+                target: Some(proto::subscribe_request::Target::All(proto::SubscribeAll {
+                    after_position: last,
+                    filter: Some(proto::EventFilter {
+                        stream: Some(proto::event_filter::Stream::StreamPrefix(
+                            "bench-idle-nothing-".into(),
+                        )),
+                        event_types: Vec::new(),
+                    }),
+                    checkpoint_interval: u32::MAX,
+                })),
+            })
+            .await?
+            .into_inner();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = replies.message().await {}
+        }));
+    }
+    Ok(tasks)
 }
 
 /// run id, client, sequence, send time (µs since the epoch).

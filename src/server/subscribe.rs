@@ -226,19 +226,26 @@ impl Subscription {
                     return Ok(false);
                 }
                 let after = self.cursor.position;
-                let events: Vec<_> = batch
-                    .events
-                    .iter()
-                    .filter(|e| {
-                        e.position > after
-                            && (filter.is_empty() || filter.matches(&e.stream, &e.event_type))
-                    })
-                    .cloned()
-                    .collect();
+                let events: Vec<_> = if batch.may_match(filter) {
+                    batch
+                        .events
+                        .iter()
+                        .filter(|e| {
+                            e.position > after
+                                && (filter.is_empty() || filter.matches(&e.stream, &e.event_type))
+                        })
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 self.deliver_scanned(events, batch.last).await?;
                 Ok(true)
             }
             Target::Stream { name } => {
+                if !batch.has_stream(name) {
+                    return Ok(true);
+                }
                 let mut events = Vec::new();
                 for e in batch.events.iter().filter(|e| e.stream == *name) {
                     if e.revision < self.cursor.next_revision {
