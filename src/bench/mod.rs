@@ -16,6 +16,8 @@
 //!   acknowledged event is delivered once, in order.
 //! - `catchup`: subscribes from the start of the log and reads history until caught up; checks
 //!   positions arrive dense and in order; latency is the gap between messages.
+//! - `get`: GetStream calls, which carry no event data: the cost of a bare unary call through
+//!   the whole stack, as a reference for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,9 +68,13 @@ pub struct BenchArgs {
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Append `--batch` events per request; latency per request.
     Append,
+    /// Write `--batch` events to each stream, then read whole streams; latency per read.
     Read,
+    /// One live subscription while the clients append at `--rate`; append-to-delivery latency.
     Subscribe,
+    /// Subscribe from the start of the log until caught up; events/s of history.
     Catchup,
     /// GetStream calls (no event data): the cost of a unary call through the whole stack.
     Get,
