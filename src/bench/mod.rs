@@ -427,11 +427,14 @@ impl Bench {
                     }
                     let k = (c + out.requests as usize * bench.args.clients) % bench.args.streams;
                     let request = bench.append_request(c as u32, &mut seq, bench.stream(k));
+                    let n_events = request.events.len() as u64;
+                    // Keep a sample of acknowledged requests to read back; clone only those.
+                    let keep = out.sample.len() < 16 || (out.requests + 1) % 1024 == 0;
+                    let kept = keep.then(|| request.clone());
                     let sent = Instant::now();
-                    let ack = client.append(request.clone()).await?.into_inner();
+                    let ack = client.append(request).await?.into_inner();
                     out.latencies_us.push(sent.elapsed().as_micros() as u64);
                     out.requests += 1;
-                    let n_events = request.events.len() as u64;
                     if ack.last_position + 1 != ack.first_position + n_events {
                         return Err(BenchError::Verify(format!(
                             "append of {n_events} events acknowledged positions {}..={}",
@@ -439,8 +442,7 @@ impl Bench {
                         )));
                     }
                     out.events += n_events;
-                    // Keep a sample of acknowledged requests to read back.
-                    if out.sample.len() < 16 || out.requests % 1024 == 0 {
+                    if let Some(request) = kept {
                         out.sample.push((request, ack));
                     }
                 }
