@@ -404,14 +404,14 @@ impl Bench {
         self: &Arc<Self>,
         duration: Duration,
         rate: Option<u64>,
-    ) -> Result<AppendOutcome, BenchError> {
+    ) -> Result<ClientOutcome, BenchError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (c, mut client) in self.clients().await?.into_iter().enumerate() {
             let bench = Arc::clone(self);
             let stop = Arc::clone(&stop);
             tasks.push(tokio::spawn(async move {
-                let mut out = AppendOutcome::default();
+                let mut out = ClientOutcome::default();
                 let mut seq = 0u64;
                 let interval = rate.map(|r| {
                     let per_client = (r as f64 / bench.args.clients as f64).max(1e-3);
@@ -449,18 +449,7 @@ impl Bench {
                 Ok::<_, BenchError>(out)
             }));
         }
-        let started = Instant::now();
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut total = AppendOutcome::default();
-        for t in tasks {
-            let out = t
-                .await
-                .map_err(|e| BenchError::Verify(format!("client task failed: {e}")))??;
-            total.merge(out);
-        }
-        total.elapsed = started.elapsed();
-        Ok(total)
+        run_for(duration, &stop, tasks).await
     }
 
     async fn append(self) -> Result<Report, BenchError> {
@@ -521,7 +510,7 @@ impl Bench {
             let stop = Arc::clone(&stop);
             let written = Arc::clone(&written);
             tasks.push(tokio::spawn(async move {
-                let mut out = AppendOutcome::default();
+                let mut out = ClientOutcome::default();
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
                     let stream = bench.stream(i % bench.args.streams);
@@ -566,17 +555,9 @@ impl Bench {
                 Ok::<_, BenchError>(out)
             }));
         }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs_f64(bench.args.duration_s)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut total = AppendOutcome::default();
-        for t in tasks {
-            total.merge(
-                t.await
-                    .map_err(|e| BenchError::Verify(format!("client task failed: {e}")))??,
-            );
-        }
-        let elapsed = started.elapsed();
+        let duration = Duration::from_secs_f64(bench.args.duration_s);
+        let mut total = run_for(duration, &stop, tasks).await?;
+        let elapsed = total.elapsed;
         total.latencies_us.sort_unstable();
         Ok(Report {
             mode: Mode::Read,
@@ -603,7 +584,7 @@ impl Bench {
             let stop = Arc::clone(&stop);
             let stream = stream.clone();
             tasks.push(tokio::spawn(async move {
-                let mut out = AppendOutcome::default();
+                let mut out = ClientOutcome::default();
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     let got = client
@@ -624,17 +605,9 @@ impl Bench {
                 Ok::<_, BenchError>(out)
             }));
         }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs_f64(bench.args.duration_s)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut total = AppendOutcome::default();
-        for t in tasks {
-            total.merge(
-                t.await
-                    .map_err(|e| BenchError::Verify(format!("client task failed: {e}")))??,
-            );
-        }
-        let elapsed = started.elapsed();
+        let duration = Duration::from_secs_f64(bench.args.duration_s);
+        let mut total = run_for(duration, &stop, tasks).await?;
+        let elapsed = total.elapsed;
         total.latencies_us.sort_unstable();
         Ok(Report {
             mode: Mode::Get,
@@ -828,8 +801,9 @@ impl Bench {
     }
 }
 
+/// What the client tasks of a run measured.
 #[derive(Default)]
-struct AppendOutcome {
+struct ClientOutcome {
     events: u64,
     requests: u64,
     latencies_us: Vec<u64>,
@@ -837,13 +811,33 @@ struct AppendOutcome {
     elapsed: Duration,
 }
 
-impl AppendOutcome {
-    fn merge(&mut self, other: AppendOutcome) {
+impl ClientOutcome {
+    fn merge(&mut self, other: ClientOutcome) {
         self.events += other.events;
         self.requests += other.requests;
         self.latencies_us.extend(other.latencies_us);
         self.sample.extend(other.sample);
     }
+}
+
+/// Lets the client tasks run for `duration`, stops them, and merges what they measured.
+async fn run_for(
+    duration: Duration,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Result<ClientOutcome, BenchError>>>,
+) -> Result<ClientOutcome, BenchError> {
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = ClientOutcome::default();
+    for t in tasks {
+        let out = t
+            .await
+            .map_err(|e| BenchError::Verify(format!("client task failed: {e}")))??;
+        total.merge(out);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
 }
 
 async fn read_all_from(

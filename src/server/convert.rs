@@ -74,6 +74,11 @@ pub fn append_response(r: &AppendResult) -> proto::AppendResponse {
     }
 }
 
+/// A request's `max_count`: 0 means no limit.
+pub fn max_count(n: u64) -> u64 {
+    if n == 0 { u64::MAX } else { n }
+}
+
 pub fn direction(d: i32) -> Result<Direction, Status> {
     match proto::Direction::try_from(d) {
         Ok(proto::Direction::Forwards) => Ok(Direction::Forwards),

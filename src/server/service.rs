@@ -89,11 +89,7 @@ impl EventStore for EventStoreService {
             Direction::Forwards => 0,
             Direction::Backwards => u64::MAX,
         }));
-        let mut remaining = if r.max_count == 0 {
-            u64::MAX
-        } else {
-            r.max_count
-        };
+        let mut remaining = convert::max_count(r.max_count);
         let page = self.shared.config.read_page_events;
         let budget = self.page_budget();
         let store = Arc::clone(&self.shared.store);
@@ -157,11 +153,7 @@ impl EventStore for EventStoreService {
             Direction::Forwards => 1,
             Direction::Backwards => u64::MAX,
         });
-        let mut remaining = if r.max_count == 0 {
-            u64::MAX
-        } else {
-            r.max_count
-        };
+        let mut remaining = convert::max_count(r.max_count);
         let page = self.shared.config.read_page_events;
         let budget = self.page_budget();
         let store = Arc::clone(&self.shared.store);
