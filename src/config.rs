@@ -84,6 +84,20 @@ pub struct Config {
     /// Most bytes the writer gathers into one group commit (one write, one fdatasync).
     /// A single append larger than this is still written, alone. Default: 8 MiB.
     pub group_commit_bytes_max: u64,
+    /// Write an index checkpoint once this many events are past the last one (and on close).
+    /// Opening a store then reads the checkpoint and replays only the log after it. `0` turns
+    /// checkpoints off: every open rebuilds the indexes from the whole log and holds them in
+    /// memory. Default: 500,000.
+    pub checkpoint_events: u64,
+    /// Also write an index checkpoint when this much time has passed since the last one and
+    /// events have been appended since. `Duration::ZERO` disables the time trigger. Default: 5
+    /// minutes.
+    pub checkpoint_interval: Duration,
+    /// How many aggregate snapshots to keep per stream; saving one more prunes the oldest.
+    /// Default: 3.
+    pub snapshot_keep: usize,
+    /// Largest snapshot state, in bytes. Default: 16 MiB.
+    pub snapshot_bytes_max: u64,
 }
 
 impl Default for Config {
@@ -101,6 +115,10 @@ impl Default for Config {
             read_scan_max: 100_000,
             writer_queue_max: 4_096,
             group_commit_bytes_max: 8 << 20,
+            checkpoint_events: 500_000,
+            checkpoint_interval: Duration::from_secs(300),
+            snapshot_keep: 3,
+            snapshot_bytes_max: 16 << 20,
         }
     }
 }
@@ -152,6 +170,15 @@ impl Config {
         }
         if self.writer_queue_max == 0 {
             return bad("writer_queue_max must be at least 1".into());
+        }
+        if self.snapshot_keep == 0 {
+            return bad("snapshot_keep must be at least 1".into());
+        }
+        if self.snapshot_bytes_max == 0 || self.snapshot_bytes_max > frame::PAYLOAD_BYTES_MAX as u64 {
+            return bad(format!(
+                "snapshot_bytes_max must be in 1..={}",
+                frame::PAYLOAD_BYTES_MAX
+            ));
         }
         if let FsyncPolicy::IntervalMs(0) = self.fsync {
             return bad("fsync interval must be at least 1 ms; use FsyncPolicy::Always".into());

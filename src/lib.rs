@@ -27,6 +27,7 @@ mod index;
 mod lock;
 mod log;
 pub mod server;
+mod snapshot;
 mod store;
 pub mod types;
 

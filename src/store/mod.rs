@@ -5,6 +5,7 @@
 //! copy out locations, and decode frames from the memory-mapped segments without any lock.
 
 mod read;
+mod snapshots;
 mod validate;
 mod writer;
 
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) index: RwLock<Index>,
     pub(crate) segments: RwLock<Vec<Arc<SegmentView>>>,
+    pub(crate) snapshots: crate::snapshot::SnapshotStore,
     /// The highest position readers may see: durable under `FsyncPolicy::Always`.
     visible: AtomicU64,
     commit_mutex: Mutex<()>,
@@ -130,8 +132,10 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "opened store: log checked and indexes rebuilt"
         );
+        let snapshots = crate::snapshot::SnapshotStore::open(&dir, &config)?;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
+            snapshots,
             visible: AtomicU64::new(opened.next_position - 1),
             index: RwLock::new(index),
             segments: RwLock::new(opened.segments),

@@ -1,0 +1,1 @@
+//! Aggregate snapshots through the store: save, load, read a stream from its latest snapshot.
