@@ -411,7 +411,7 @@ fn check_store(dir: &Path, acks: &[Ack], seen: &mut Vec<Uuid>, cycle: u32) -> Su
     }
     for (stream, positions) in &streams {
         assert_eq!(
-            store.stream_revision(stream),
+            store.stream_revision(stream).unwrap(),
             Some(Revision(positions.len() as u64 - 1)),
             "cycle {cycle}: stream_revision({stream})"
         );

@@ -85,7 +85,7 @@ fn any_appends_to_a_new_and_to_an_existing_stream() {
         .append("s", ExpectedRevision::Any, vec![ev(1, "T"), ev(2, "T")])
         .unwrap();
     assert_eq!(r, result(2, 3, 2));
-    assert_eq!(store.stream_revision("s"), Some(Revision(2)));
+    assert_eq!(store.stream_revision("s").unwrap(), Some(Revision(2)));
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn no_stream_fails_on_an_existing_stream() {
         ActualRevision::Revision(Revision(2)),
     );
     assert_log_is(&store, 3);
-    assert_eq!(store.stream_revision("s"), Some(Revision(2)));
+    assert_eq!(store.stream_revision("s").unwrap(), Some(Revision(2)));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn stream_exists_fails_on_a_missing_stream() {
         ActualRevision::NoStream,
     );
     assert_log_is(&store, 3);
-    assert_eq!(store.stream_revision("other"), None);
+    assert_eq!(store.stream_revision("other").unwrap(), None);
 }
 
 #[test]
@@ -304,10 +304,10 @@ fn multi_stream_append_is_all_or_nothing() {
     for (parts, stream, expected, actual) in cases {
         assert_wrong(store.append_multi(parts), stream, expected, actual);
         assert_log_is(&store, 4);
-        assert_eq!(store.stream_revision("s"), Some(Revision(2)));
-        assert_eq!(store.stream_revision("t"), Some(Revision(0)));
-        assert_eq!(store.stream_revision("fresh"), None);
-        assert_eq!(store.stream_revision("gone"), None);
+        assert_eq!(store.stream_revision("s").unwrap(), Some(Revision(2)));
+        assert_eq!(store.stream_revision("t").unwrap(), Some(Revision(0)));
+        assert_eq!(store.stream_revision("fresh").unwrap(), None);
+        assert_eq!(store.stream_revision("gone").unwrap(), None);
     }
     // The same parts without the failing one go through, at the next positions.
     let results = store
@@ -329,7 +329,7 @@ fn a_stream_twice_in_one_append_is_invalid() {
         "expected InvalidArgument, got {r:?}"
     );
     assert_log_is(&store, 3);
-    assert_eq!(store.stream_revision("x"), None);
+    assert_eq!(store.stream_revision("x").unwrap(), None);
 }
 
 #[test]
@@ -345,7 +345,7 @@ fn concurrent_exact_appends_let_exactly_one_win_per_revision() {
                 scope.spawn(move || {
                     let mut wins = 0;
                     for k in 0..25u64 {
-                        let current = store.stream_revision("c").unwrap();
+                        let current = store.stream_revision("c").unwrap().unwrap();
                         match store.append(
                             "c",
                             ExpectedRevision::Exact(current),
@@ -368,7 +368,7 @@ fn concurrent_exact_appends_let_exactly_one_win_per_revision() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total: usize = wins.iter().sum();
-    assert_eq!(store.stream_revision("c"), Some(Revision(total as u64)));
+    assert_eq!(store.stream_revision("c").unwrap(), Some(Revision(total as u64)));
     let events = store
         .read_stream("c", Revision(0), Direction::Forwards, 1000)
         .unwrap();

@@ -338,7 +338,7 @@ fn multi_stream_retry_that_only_partly_matches_is_a_conflict() {
     );
     assert_eq!(store.last_position(), Position(4));
     assert_eq!(log(&store), before);
-    assert_eq!(store.stream_revision("new"), None);
+    assert_eq!(store.stream_revision("new").unwrap(), None);
 }
 
 #[test]

@@ -1291,7 +1291,7 @@ impl Runner {
         assert_eq!(stats.segments, m.segments, "stats.segments");
         for s in STREAMS.iter().chain([&MISSING_STREAM]) {
             assert_eq!(
-                store.stream_revision(s),
+                store.stream_revision(s).unwrap(),
                 m.current(s).map(Revision),
                 "stream_revision({s})"
             );

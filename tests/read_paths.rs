@@ -277,12 +277,12 @@ fn verify(store: &Store, model: &[Expected]) {
             .map(|e| e.revision)
             .max();
         assert_eq!(
-            store.stream_revision(s),
+            store.stream_revision(s).unwrap(),
             expected.map(Revision),
             "stream {s}"
         );
     }
-    assert_eq!(store.stream_revision("no-such-stream"), None);
+    assert_eq!(store.stream_revision("no-such-stream").unwrap(), None);
 
     // read_stream in both directions, from every revision and past the end.
     for s in STREAMS {
@@ -507,8 +507,8 @@ fn read_stream_of_unknown_stream_is_stream_not_found_with_its_name() {
             other => panic!("expected StreamNotFound, got {other:?}"),
         }
     }
-    assert_eq!(store.stream_revision("missing-7"), None);
-    assert_eq!(store.stream_revision("s"), Some(Revision(4)));
+    assert_eq!(store.stream_revision("missing-7").unwrap(), None);
+    assert_eq!(store.stream_revision("s").unwrap(), Some(Revision(4)));
 }
 
 #[test]

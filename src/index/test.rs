@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// The reason an insert was refused.
+fn rejected(r: Result<()>) -> std::result::Result<(), String> {
+    r.map_err(|e| match e {
+        Error::InvalidArgument(m) => m,
+        other => panic!("unexpected error {other}"),
+    })
+}
+
 fn loc(position: u64) -> Location {
     Location {
         segment: u32::try_from(position / 100).unwrap_or(u32::MAX),
@@ -66,26 +74,26 @@ use Direction::{Backwards, Forwards};
 fn insert_in_order() {
     let ix = sample();
     for p in 1..=8 {
-        assert_eq!(ix.location(p), Some(loc(p)), "position {p}");
+        assert_eq!(ix.location(p).unwrap(), Some(loc(p)), "position {p}");
     }
-    assert_eq!(ix.location(0), None);
-    assert_eq!(ix.location(9), None);
-    assert_eq!(ix.location(u64::MAX), None);
+    assert_eq!(ix.location(0).unwrap(), None);
+    assert_eq!(ix.location(9).unwrap(), None);
+    assert_eq!(ix.location(u64::MAX).unwrap(), None);
     assert_eq!(ix.counts(), (3, 3));
 }
 
 #[test]
 fn empty_index() {
     let ix = Index::default();
-    assert_eq!(ix.location(0), None);
-    assert_eq!(ix.location(1), None);
-    assert_eq!(ix.stream_revision("a", ALL), None);
-    assert_eq!(ix.stream_positions("a", 0, Forwards, 10, ALL), None);
-    assert_eq!(ix.stream_positions("a", ALL, Backwards, 10, ALL), None);
-    assert!(ix.type_positions("X", 0, Forwards, 10, ALL).is_empty());
-    assert_eq!(ix.revision_in_stream("a", 1), None);
-    assert_eq!(ix.position_of_revision("a", 0), None);
-    assert_eq!(ix.position_of_id(0), None);
+    assert_eq!(ix.location(0).unwrap(), None);
+    assert_eq!(ix.location(1).unwrap(), None);
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), None);
+    assert_eq!(ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(), None);
+    assert_eq!(ix.stream_positions("a", ALL, Backwards, 10, ALL).unwrap(), None);
+    assert!(ix.type_positions("X", 0, Forwards, 10, ALL).unwrap().is_empty());
+    assert_eq!(ix.revision_in_stream("a", 1).unwrap(), None);
+    assert_eq!(ix.position_of_revision("a", 0).unwrap(), None);
+    assert_eq!(ix.position_of_id(0).unwrap(), None);
     assert_eq!(ix.counts(), (0, 0));
 }
 
@@ -93,29 +101,29 @@ fn empty_index() {
 fn insert_rejects_position_gaps_and_repeats() {
     let mut ix = Index::default();
     assert_eq!(
-        ix.insert(entry(0, "a", "X", 0, 1)),
+        rejected(ix.insert(entry(0, "a", "X", 0, 1))),
         Err("position 0 does not follow 0".to_owned())
     );
     assert_eq!(
-        ix.insert(entry(2, "a", "X", 0, 1)),
+        rejected(ix.insert(entry(2, "a", "X", 0, 1))),
         Err("position 2 does not follow 0".to_owned())
     );
     ix.insert(entry(1, "a", "X", 0, 1)).unwrap();
     assert_eq!(
-        ix.insert(entry(1, "a", "X", 1, 2)),
+        rejected(ix.insert(entry(1, "a", "X", 1, 2))),
         Err("position 1 does not follow 1".to_owned())
     );
     assert_eq!(
-        ix.insert(entry(3, "a", "X", 1, 2)),
+        rejected(ix.insert(entry(3, "a", "X", 1, 2))),
         Err("position 3 does not follow 1".to_owned())
     );
     // Nothing was changed by the failed inserts.
-    assert_eq!(ix.location(2), None);
-    assert_eq!(ix.stream_revision("a", ALL), Some(0));
-    assert_eq!(ix.type_positions("X", 0, Forwards, 10, ALL), vec![1]);
-    assert_eq!(ix.position_of_id(2), None);
+    assert_eq!(ix.location(2).unwrap(), None);
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(0));
+    assert_eq!(ix.type_positions("X", 0, Forwards, 10, ALL).unwrap(), vec![1]);
+    assert_eq!(ix.position_of_id(2).unwrap(), None);
     ix.insert(entry(2, "a", "X", 1, 2)).unwrap();
-    assert_eq!(ix.stream_revision("a", ALL), Some(1));
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(1));
 }
 
 #[test]
@@ -123,30 +131,30 @@ fn insert_rejects_revisions_that_do_not_continue_the_stream() {
     let mut ix = Index::default();
     // A new stream starts at revision 0.
     assert_eq!(
-        ix.insert(entry(1, "a", "X", 1, 1)),
+        rejected(ix.insert(entry(1, "a", "X", 1, 1))),
         Err("stream 'a' revision 1 does not follow -1".to_owned())
     );
     // Nothing was added: not the location, the stream, the type or the id.
-    assert_eq!(ix.location(1), None);
-    assert_eq!(ix.stream_revision("a", ALL), None);
+    assert_eq!(ix.location(1).unwrap(), None);
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), None);
     assert_eq!(ix.counts(), (0, 0));
-    assert_eq!(ix.position_of_id(1), None);
+    assert_eq!(ix.position_of_id(1).unwrap(), None);
 
     ix.insert(entry(1, "a", "X", 0, 1)).unwrap();
     ix.insert(entry(2, "b", "X", 0, 2)).unwrap();
     for bad in [0, 2, u64::MAX] {
         assert_eq!(
-            ix.insert(entry(3, "a", "Y", bad, 3)),
+            rejected(ix.insert(entry(3, "a", "Y", bad, 3))),
             Err(format!("stream 'a' revision {bad} does not follow 0"))
         );
     }
-    assert_eq!(ix.location(3), None);
+    assert_eq!(ix.location(3).unwrap(), None);
     assert_eq!(ix.counts(), (2, 1));
-    assert_eq!(ix.position_of_id(3), None);
+    assert_eq!(ix.position_of_id(3).unwrap(), None);
     ix.insert(entry(3, "a", "Y", 1, 3)).unwrap();
     assert_eq!(ix.counts(), (2, 2));
     assert_eq!(
-        ix.stream_positions("a", 0, Forwards, 10, ALL),
+        ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(),
         Some(vec![(0, 1), (1, 3)])
     );
 }
@@ -159,10 +167,10 @@ fn stream_names_are_exact() {
     ix.insert(entry(3, "Order", "X", 0, 3)).unwrap();
     ix.insert(entry(4, "", "", 0, 4)).unwrap();
     assert_eq!(ix.counts(), (4, 2));
-    assert_eq!(ix.stream_revision("order", ALL), Some(0));
-    assert_eq!(ix.stream_revision("", ALL), Some(0));
-    assert_eq!(ix.stream_revision("orde", ALL), None);
-    assert_eq!(ix.type_positions("", 0, Forwards, 10, ALL), vec![4]);
+    assert_eq!(ix.stream_revision("order", ALL).unwrap(), Some(0));
+    assert_eq!(ix.stream_revision("", ALL).unwrap(), Some(0));
+    assert_eq!(ix.stream_revision("orde", ALL).unwrap(), None);
+    assert_eq!(ix.type_positions("", 0, Forwards, 10, ALL).unwrap(), vec![4]);
 }
 
 // ---- stream_revision ----------------------------------------------------------------------
@@ -184,16 +192,16 @@ fn stream_revision_counts_only_visible_events() {
     ];
     for (visible, want) in expected.into_iter().enumerate() {
         assert_eq!(
-            ix.stream_revision("a", visible as u64),
+            ix.stream_revision("a", visible as u64).unwrap(),
             want,
             "visible {visible}"
         );
     }
-    assert_eq!(ix.stream_revision("a", ALL), Some(3));
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(3));
     // Stream c starts at position 4.
-    assert_eq!(ix.stream_revision("c", 3), None);
-    assert_eq!(ix.stream_revision("c", 4), Some(0));
-    assert_eq!(ix.stream_revision("nope", ALL), None);
+    assert_eq!(ix.stream_revision("c", 3).unwrap(), None);
+    assert_eq!(ix.stream_revision("c", 4).unwrap(), Some(0));
+    assert_eq!(ix.stream_revision("nope", ALL).unwrap(), None);
 }
 
 // ---- stream_positions ---------------------------------------------------------------------
@@ -201,7 +209,7 @@ fn stream_revision_counts_only_visible_events() {
 #[test]
 fn stream_positions_forwards() {
     let ix = sample();
-    let a = |from, count, visible| ix.stream_positions("a", from, Forwards, count, visible);
+    let a = |from, count, visible| ix.stream_positions("a", from, Forwards, count, visible).unwrap();
     assert_eq!(a(0, 10, ALL), Some(vec![(0, 1), (1, 3), (2, 5), (3, 7)]));
     assert_eq!(a(0, 2, ALL), Some(vec![(0, 1), (1, 3)]));
     assert_eq!(a(1, 2, ALL), Some(vec![(1, 3), (2, 5)]));
@@ -217,14 +225,14 @@ fn stream_positions_forwards() {
     assert_eq!(a(0, 10, 1), Some(vec![(0, 1)]));
     // No visible event: no stream.
     assert_eq!(a(0, 10, 0), None);
-    assert_eq!(ix.stream_positions("c", 0, Forwards, 10, 3), None);
-    assert_eq!(ix.stream_positions("nope", 0, Forwards, 10, ALL), None);
+    assert_eq!(ix.stream_positions("c", 0, Forwards, 10, 3).unwrap(), None);
+    assert_eq!(ix.stream_positions("nope", 0, Forwards, 10, ALL).unwrap(), None);
 }
 
 #[test]
 fn stream_positions_backwards() {
     let ix = sample();
-    let a = |from, count, visible| ix.stream_positions("a", from, Backwards, count, visible);
+    let a = |from, count, visible| ix.stream_positions("a", from, Backwards, count, visible).unwrap();
     assert_eq!(
         a(u64::MAX, 10, ALL),
         Some(vec![(3, 7), (2, 5), (1, 3), (0, 1)])
@@ -247,7 +255,7 @@ fn stream_positions_backwards() {
     assert_eq!(a(1, 10, 4), Some(vec![(1, 3), (0, 1)]));
     assert_eq!(a(u64::MAX, 10, 0), None);
     assert_eq!(
-        ix.stream_positions("nope", u64::MAX, Backwards, 10, ALL),
+        ix.stream_positions("nope", u64::MAX, Backwards, 10, ALL).unwrap(),
         None
     );
 }
@@ -257,9 +265,9 @@ fn stream_positions_agree_with_revision_lookups() {
     let ix = sample();
     for stream in ["a", "b", "c"] {
         for visible in 0..=9 {
-            let fwd = ix.stream_positions(stream, 0, Forwards, usize::MAX, visible);
-            let bwd = ix.stream_positions(stream, u64::MAX, Backwards, usize::MAX, visible);
-            match ix.stream_revision(stream, visible) {
+            let fwd = ix.stream_positions(stream, 0, Forwards, usize::MAX, visible).unwrap();
+            let bwd = ix.stream_positions(stream, u64::MAX, Backwards, usize::MAX, visible).unwrap();
+            match ix.stream_revision(stream, visible).unwrap() {
                 None => assert!(fwd.is_none() && bwd.is_none()),
                 Some(top) => {
                     let fwd = fwd.unwrap();
@@ -269,8 +277,8 @@ fn stream_positions_agree_with_revision_lookups() {
                     assert_eq!(fwd.len() as u64, top + 1);
                     for (r, p) in fwd {
                         assert!(p <= visible);
-                        assert_eq!(ix.position_of_revision(stream, r), Some(p));
-                        assert_eq!(ix.revision_in_stream(stream, p), Some(r));
+                        assert_eq!(ix.position_of_revision(stream, r).unwrap(), Some(p));
+                        assert_eq!(ix.revision_in_stream(stream, p).unwrap(), Some(r));
                     }
                 }
             }
@@ -284,7 +292,7 @@ fn stream_positions_agree_with_revision_lookups() {
 fn type_positions_forwards() {
     let ix = sample();
     // Type X is at positions 1, 3, 4, 6, 8.
-    let x = |from, count, visible| ix.type_positions("X", from, Forwards, count, visible);
+    let x = |from, count, visible| ix.type_positions("X", from, Forwards, count, visible).unwrap();
     assert_eq!(x(0, 10, ALL), vec![1, 3, 4, 6, 8]);
     assert_eq!(x(1, 10, ALL), vec![1, 3, 4, 6, 8]);
     assert_eq!(x(2, 10, ALL), vec![3, 4, 6, 8]);
@@ -299,13 +307,13 @@ fn type_positions_forwards() {
     assert_eq!(x(0, 10, 5), vec![1, 3, 4]);
     assert_eq!(x(5, 10, 5), Vec::<u64>::new());
     assert_eq!(x(0, 10, 0), Vec::<u64>::new());
-    assert_eq!(ix.type_positions("Z", 0, Forwards, 10, ALL), vec![7]);
+    assert_eq!(ix.type_positions("Z", 0, Forwards, 10, ALL).unwrap(), vec![7]);
     assert_eq!(
-        ix.type_positions("Z", 0, Forwards, 10, 6),
+        ix.type_positions("Z", 0, Forwards, 10, 6).unwrap(),
         Vec::<u64>::new()
     );
     assert_eq!(
-        ix.type_positions("nope", 0, Forwards, 10, ALL),
+        ix.type_positions("nope", 0, Forwards, 10, ALL).unwrap(),
         Vec::<u64>::new()
     );
 }
@@ -313,7 +321,7 @@ fn type_positions_forwards() {
 #[test]
 fn type_positions_backwards() {
     let ix = sample();
-    let x = |from, count, visible| ix.type_positions("X", from, Backwards, count, visible);
+    let x = |from, count, visible| ix.type_positions("X", from, Backwards, count, visible).unwrap();
     assert_eq!(x(u64::MAX, 10, ALL), vec![8, 6, 4, 3, 1]);
     assert_eq!(x(8, 10, ALL), vec![8, 6, 4, 3, 1]);
     assert_eq!(x(7, 10, ALL), vec![6, 4, 3, 1]);
@@ -328,11 +336,11 @@ fn type_positions_backwards() {
     assert_eq!(x(3, 10, 5), vec![3, 1]);
     assert_eq!(x(u64::MAX, 10, 0), Vec::<u64>::new());
     assert_eq!(
-        ix.type_positions("Y", u64::MAX, Backwards, 10, ALL),
+        ix.type_positions("Y", u64::MAX, Backwards, 10, ALL).unwrap(),
         vec![5, 2]
     );
     assert_eq!(
-        ix.type_positions("nope", u64::MAX, Backwards, 10, ALL),
+        ix.type_positions("nope", u64::MAX, Backwards, 10, ALL).unwrap(),
         Vec::<u64>::new()
     );
 }
@@ -342,48 +350,48 @@ fn type_positions_backwards() {
 #[test]
 fn revision_in_stream() {
     let ix = sample();
-    assert_eq!(ix.revision_in_stream("a", 1), Some(0));
-    assert_eq!(ix.revision_in_stream("a", 3), Some(1));
-    assert_eq!(ix.revision_in_stream("a", 7), Some(3));
-    assert_eq!(ix.revision_in_stream("b", 6), Some(1));
-    assert_eq!(ix.revision_in_stream("c", 8), Some(1));
+    assert_eq!(ix.revision_in_stream("a", 1).unwrap(), Some(0));
+    assert_eq!(ix.revision_in_stream("a", 3).unwrap(), Some(1));
+    assert_eq!(ix.revision_in_stream("a", 7).unwrap(), Some(3));
+    assert_eq!(ix.revision_in_stream("b", 6).unwrap(), Some(1));
+    assert_eq!(ix.revision_in_stream("c", 8).unwrap(), Some(1));
     // Positions of other streams, and positions that do not exist.
-    assert_eq!(ix.revision_in_stream("a", 2), None);
-    assert_eq!(ix.revision_in_stream("a", 8), None);
-    assert_eq!(ix.revision_in_stream("a", 0), None);
-    assert_eq!(ix.revision_in_stream("a", 9), None);
-    assert_eq!(ix.revision_in_stream("nope", 1), None);
+    assert_eq!(ix.revision_in_stream("a", 2).unwrap(), None);
+    assert_eq!(ix.revision_in_stream("a", 8).unwrap(), None);
+    assert_eq!(ix.revision_in_stream("a", 0).unwrap(), None);
+    assert_eq!(ix.revision_in_stream("a", 9).unwrap(), None);
+    assert_eq!(ix.revision_in_stream("nope", 1).unwrap(), None);
 }
 
 #[test]
 fn position_of_revision() {
     let ix = sample();
-    assert_eq!(ix.position_of_revision("a", 0), Some(1));
-    assert_eq!(ix.position_of_revision("a", 3), Some(7));
-    assert_eq!(ix.position_of_revision("a", 4), None);
-    assert_eq!(ix.position_of_revision("a", u64::MAX), None);
-    assert_eq!(ix.position_of_revision("b", 1), Some(6));
-    assert_eq!(ix.position_of_revision("nope", 0), None);
+    assert_eq!(ix.position_of_revision("a", 0).unwrap(), Some(1));
+    assert_eq!(ix.position_of_revision("a", 3).unwrap(), Some(7));
+    assert_eq!(ix.position_of_revision("a", 4).unwrap(), None);
+    assert_eq!(ix.position_of_revision("a", u64::MAX).unwrap(), None);
+    assert_eq!(ix.position_of_revision("b", 1).unwrap(), Some(6));
+    assert_eq!(ix.position_of_revision("nope", 0).unwrap(), None);
 }
 
 #[test]
 fn position_of_id_newest_wins() {
     let ix = sample();
-    assert_eq!(ix.position_of_id(100), Some(6));
-    assert_eq!(ix.position_of_id(101), Some(2));
-    assert_eq!(ix.position_of_id(107), Some(8));
-    assert_eq!(ix.position_of_id(105), None);
-    assert_eq!(ix.position_of_id(0), None);
-    assert_eq!(ix.position_of_id(u128::MAX), None);
+    assert_eq!(ix.position_of_id(100).unwrap(), Some(6));
+    assert_eq!(ix.position_of_id(101).unwrap(), Some(2));
+    assert_eq!(ix.position_of_id(107).unwrap(), Some(8));
+    assert_eq!(ix.position_of_id(105).unwrap(), None);
+    assert_eq!(ix.position_of_id(0).unwrap(), None);
+    assert_eq!(ix.position_of_id(u128::MAX).unwrap(), None);
 
     let mut ix = Index::default();
     ix.insert(entry(1, "s", "T", 0, u128::MAX)).unwrap();
-    assert_eq!(ix.position_of_id(u128::MAX), Some(1));
+    assert_eq!(ix.position_of_id(u128::MAX).unwrap(), Some(1));
     // A rejected insert does not move the id.
     assert!(ix.insert(entry(2, "s", "T", 5, u128::MAX)).is_err());
-    assert_eq!(ix.position_of_id(u128::MAX), Some(1));
+    assert_eq!(ix.position_of_id(u128::MAX).unwrap(), Some(1));
     ix.insert(entry(2, "s", "T", 1, u128::MAX)).unwrap();
-    assert_eq!(ix.position_of_id(u128::MAX), Some(2));
+    assert_eq!(ix.position_of_id(u128::MAX).unwrap(), Some(2));
 }
 
 #[test]
@@ -409,11 +417,11 @@ fn large_stream_visibility() {
     for visible in 0..=n + 1 {
         let t_count = visible.min(n) / 3;
         let want = t_count.checked_sub(1);
-        assert_eq!(ix.stream_revision("t", visible), want, "visible {visible}");
-        let evens = ix.type_positions("E", 0, Forwards, usize::MAX, visible);
+        assert_eq!(ix.stream_revision("t", visible).unwrap(), want, "visible {visible}");
+        let evens = ix.type_positions("E", 0, Forwards, usize::MAX, visible).unwrap();
         assert_eq!(evens.len() as u64, visible.min(n) / 2);
         assert!(evens.iter().all(|&p| p <= visible && p % 2 == 0));
-        let back = ix.type_positions("O", u64::MAX, Backwards, 3, visible);
+        let back = ix.type_positions("O", u64::MAX, Backwards, 3, visible).unwrap();
         let top_odd = if visible.min(n) % 2 == 1 {
             visible.min(n)
         } else {
@@ -422,4 +430,236 @@ fn large_stream_visibility() {
         let want: Vec<u64> = (1..=top_odd).rev().step_by(2).take(3).collect();
         assert_eq!(back, want, "visible {visible}");
     }
+}
+
+// ---- layers: runs, frozen and active memtables answer as one memtable --------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+fn write_and_open(dir: &std::path::Path, contents: RunContents<'_>) -> Arc<Run> {
+    let path = dir.join(format!(
+        "{}-{}.idx",
+        contents.first_position, contents.last_position
+    ));
+    run::write_run(&path, contents).unwrap();
+    Arc::new(Run::open(&path).unwrap())
+}
+
+/// Every query of `got` equals the same query of `want`, for visibility cuts from `min_visible`.
+fn assert_same_answers(want: &Index, got: &Index, n: u64, min_visible: u64, names: &[String]) {
+    let types = ["A", "B", "C"];
+    assert_eq!(got.counts(), want.counts());
+    for p in 0..=n + 1 {
+        assert_eq!(got.location(p).unwrap(), want.location(p).unwrap(), "location {p}");
+    }
+    let cuts = [min_visible, min_visible + 1, (min_visible + n) / 2, n, ALL];
+    for &visible in cuts.iter().filter(|&&v| v >= min_visible) {
+        for s in names {
+            let s = s.as_str();
+            assert_eq!(
+                got.stream_revision(s, visible).unwrap(),
+                want.stream_revision(s, visible).unwrap(),
+                "{s} at {visible}"
+            );
+            for from in [0, 1, 2, 5, 17, ALL] {
+                for dir in [Forwards, Backwards] {
+                    for count in [1, 3, 1000] {
+                        assert_eq!(
+                            got.stream_positions(s, from, dir, count, visible).unwrap(),
+                            want.stream_positions(s, from, dir, count, visible).unwrap(),
+                            "{s} from {from} {dir:?} x{count} at {visible}"
+                        );
+                    }
+                }
+            }
+        }
+        for t in types {
+            for from in [0, 1, n / 3, n / 2, n, ALL] {
+                for dir in [Forwards, Backwards] {
+                    for count in [1, 7, 1000] {
+                        assert_eq!(
+                            got.type_positions(t, from, dir, count, visible).unwrap(),
+                            want.type_positions(t, from, dir, count, visible).unwrap(),
+                            "{t} from {from} {dir:?} x{count} at {visible}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for s in names {
+        let s = s.as_str();
+        for p in 0..=n + 1 {
+            assert_eq!(
+                got.revision_in_stream(s, p).unwrap(),
+                want.revision_in_stream(s, p).unwrap()
+            );
+        }
+        for r in 0..40 {
+            assert_eq!(
+                got.position_of_revision(s, r).unwrap(),
+                want.position_of_revision(s, r).unwrap()
+            );
+        }
+        for id in 0..40u128 {
+            assert_eq!(
+                got.revision_of_id(s, id).unwrap(),
+                want.revision_of_id(s, id).unwrap(),
+                "id {id} in {s}"
+            );
+        }
+    }
+    for id in 0..40u128 {
+        assert_eq!(got.position_of_id(id).unwrap(), want.position_of_id(id).unwrap());
+    }
+}
+
+#[test]
+fn layered_index_answers_like_one_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..40u64 {
+        let mut rng = Rng(seed);
+        let n = 1 + rng.below(300);
+        let names: Vec<String> = (0..1 + rng.below(12)).map(|k| format!("s-{k}")).collect();
+        let mut want = Index::default();
+        let mut got = Index::default();
+        let mut revisions = vec![0u64; names.len()];
+        let mut frozen_left = false;
+        let mut p = 1;
+        while p <= n {
+            // A commit of 1..4 events; checkpoints happen only between commits.
+            let k = 1 + rng.below(4);
+            for _ in 0..k.min(n + 1 - p) {
+                let s = rng.below(names.len() as u64) as usize;
+                let e = IndexEntry {
+                    position: p,
+                    location: loc(p),
+                    stream: &names[s],
+                    event_type: ["A", "B", "C"][rng.below(3) as usize],
+                    revision: revisions[s],
+                    // Ids repeat across streams, never within one.
+                    id: u128::from(revisions[s]),
+                };
+                revisions[s] += 1;
+                want.insert(IndexEntry { ..e }).unwrap();
+                got.insert(e).unwrap();
+                p += 1;
+            }
+            if !frozen_left && rng.below(5) == 0 {
+                let frozen = got.freeze().unwrap();
+                let fp = Fingerprint {
+                    location: loc(frozen.memtable.last_position()),
+                    frame_crc: 0,
+                };
+                let run = write_and_open(dir.path(), frozen.contents(fp));
+                if rng.below(4) == 0 {
+                    // Leave this one frozen: answered from memory while "being written".
+                    frozen_left = true;
+                    continue;
+                }
+                got.install_run(run).unwrap();
+                if got.runs().len() >= 2 && rng.below(2) == 0 {
+                    let k = got.runs().len();
+                    let merged = write_and_open(dir.path(), merge_runs(&got.runs()[k - 2..]).unwrap());
+                    got.install_merge(2, merged).unwrap();
+                }
+            }
+        }
+        assert_same_answers(&want, &got, n, got.runs_end(), &names);
+        // The runs alone, reopened as a new index plus the rest replayed, answer the same.
+        let mut reopened = Index::from_runs(got.runs().to_vec()).unwrap();
+        for q in reopened.runs_end() + 1..=n {
+            let l = want.location(q).unwrap().unwrap();
+            let (s, r) = names
+                .iter()
+                .find_map(|s| want.revision_in_stream(s, q).unwrap().map(|r| (s, r)))
+                .unwrap();
+            let t = ["A", "B", "C"]
+                .into_iter()
+                .find(|t| want.type_positions(t, q, Forwards, 1, ALL).unwrap() == vec![q])
+                .unwrap();
+            let id = u128::from(r);
+            reopened
+                .insert(IndexEntry {
+                    position: q,
+                    location: l,
+                    stream: s,
+                    event_type: t,
+                    revision: r,
+                    id,
+                })
+                .unwrap();
+        }
+        assert_same_answers(&want, &reopened, n, reopened.runs_end(), &names);
+    }
+}
+
+#[test]
+fn damaged_run_blocks_are_errors_not_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ix = Index::default();
+    for p in 1..=2000u64 {
+        ix.insert(IndexEntry {
+            position: p,
+            location: loc(p),
+            stream: "s",
+            event_type: "T",
+            revision: p - 1,
+            id: u128::from(p),
+        })
+        .unwrap();
+    }
+    let frozen = ix.freeze().unwrap();
+    let fp = Fingerprint {
+        location: loc(2000),
+        frame_crc: 7,
+    };
+    let run = write_and_open(dir.path(), frozen.contents(fp));
+    let path = run.path().to_path_buf();
+    drop(run);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Every byte of the first block; a flip anywhere in it is caught.
+    for at in [0usize, 9, 4095] {
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let run = Run::open(&path).unwrap();
+        let e = run.location(1).unwrap_err();
+        assert!(
+            matches!(&e, Error::Corruption { file, offset: 0, .. } if *file == path),
+            "{e}"
+        );
+        // Other blocks still answer.
+        assert_eq!(run.location(1000).unwrap(), Some(loc(1000)));
+        bytes[at] ^= 0x10;
+    }
+    // A damaged trailer or block table, a truncated file, a foreign version: refused at open.
+    let len = bytes.len();
+    for (what, at) in [("trailer", len - 10), ("block table", len - run::TRAILER_BYTES - 2)] {
+        let mut b = bytes.clone();
+        b[at] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        assert!(
+            matches!(Run::open(&path), Err(Error::Corruption { .. })),
+            "{what}"
+        );
+    }
+    for cut in [1, 100, run::TRAILER_BYTES, len - 1] {
+        std::fs::write(&path, &bytes[..len - cut]).unwrap();
+        assert!(matches!(Run::open(&path), Err(Error::Corruption { .. })), "cut {cut}");
+    }
+    let mut b = bytes.clone();
+    b[len - run::TRAILER_BYTES + 8] = 9;
+    std::fs::write(&path, &b).unwrap();
+    let e = Run::open(&path).unwrap_err().to_string();
+    assert!(e.contains("checksum") || e.contains("version"), "{e}");
 }

@@ -63,13 +63,29 @@ pub struct OpenedLog {
     pub next_position: u64,
 }
 
-/// Opens (or creates) the log in `dir`, checking every segment and calling `on_event` with each
-/// event of every whole commit in log order. A torn tail of the last segment is zeroed.
-pub fn open_log(
-    dir: &Path,
+/// Where scanning resumes at open: just past the last event an index checkpoint covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Index of the segment holding the next frame.
+    pub segment: u32,
+    /// Byte offset of the next frame in that segment.
+    pub offset: u64,
+    /// Position of the next event.
+    pub next_position: u64,
+}
+
+/// The log's segment files, opened and mapped but not yet scanned.
+pub struct MappedLog {
+    dir: PathBuf,
     segment_bytes: u64,
-    on_event: &mut dyn FnMut(&Path, Location, ScannedFrame<'_>) -> Result<()>,
-) -> Result<OpenedLog> {
+    names: Vec<(u64, PathBuf)>,
+    segments: Vec<std::sync::Arc<SegmentView>>,
+    last_file: File,
+}
+
+/// Opens (or creates) the log in `dir` and maps every segment; [`MappedLog::scan`] then checks
+/// them. The last segment is zero-filled up to the segment size if it is shorter.
+pub fn map_log(dir: &Path, segment_bytes: u64) -> Result<MappedLog> {
     let prealloc = dir.join(PREALLOC_FILE_NAME);
     if prealloc.exists() {
         fs::remove_file(&prealloc).map_err(|e| Error::io(&prealloc, e))?;
@@ -89,24 +105,20 @@ pub fn open_log(
         install_segment(&file, &prealloc, &path, dir, 1)?;
         names.push((1, path));
     }
-
-    let mut segments = Vec::with_capacity(names.len());
-    let mut expected_first = None;
+    if u32::try_from(names.len()).is_err() {
+        return Err(Error::InvalidConfig("more than u32::MAX segments".into()));
+    }
     let last_index = names.len() - 1;
+    let mut segments = Vec::with_capacity(names.len());
     let mut last_file = None;
-    let mut data_end = 0;
-    for (i, (named_first, path)) in names.iter().enumerate() {
-        let role = if i == last_index {
-            SegmentRole::Last
-        } else {
-            SegmentRole::Sealed
-        };
+    for (i, (_, path)) in names.iter().enumerate() {
+        let last = i == last_index;
         let file = OpenOptions::new()
             .read(true)
-            .write(role == SegmentRole::Last)
+            .write(last)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        if role == SegmentRole::Last {
+        if last {
             let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
             if len < segment_bytes && len >= SEGMENT_HEADER_BYTES as u64 {
                 zero_fill(&file, len, segment_bytes).map_err(|e| Error::io(path, e))?;
@@ -114,78 +126,135 @@ pub fn open_log(
             }
         }
         let bytes = map(&file, path)?;
-        let segment_index = u32::try_from(i)
-            .map_err(|_| Error::InvalidConfig("more than u32::MAX segments".into()))?;
-        let scan = scan_segment(
-            path,
-            &bytes,
-            role,
-            expected_first,
-            &mut |f: ScannedFrame<'_>| {
-                let location = Location {
-                    segment: segment_index,
-                    offset: u32::try_from(f.offset)
-                        .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
-                };
-                on_event(path, location, f)
-            },
-        )?;
-        if scan.first_position != *named_first {
-            return Err(Error::corruption(
-                path,
-                0,
-                format!(
-                    "file name says position {named_first}, header says {}",
-                    scan.first_position
-                ),
-            ));
-        }
-        if let Some(torn) = scan.torn {
-            tracing::warn!(
-                file = %path.display(),
-                found_at = torn.found_at,
-                truncated_to = scan.data_end,
-                bytes = torn.garbage_end - scan.data_end,
-                reason = torn.reason,
-                "torn tail: dropping the incomplete commit at the end of the log"
-            );
-            zero_fill(&file, scan.data_end, torn.garbage_end).map_err(|e| Error::io(path, e))?;
-            file.sync_data().map_err(|e| Error::io(path, e))?;
-        }
-        expected_first = Some(scan.next_position);
-        data_end = scan.data_end;
         segments.push(std::sync::Arc::new(SegmentView {
             path: path.clone(),
             bytes: Bytes::from_owner(bytes),
         }));
-        if role == SegmentRole::Last {
+        if last {
             last_file = Some(file);
         }
     }
-    let active = last_file.ok_or_else(|| Error::InvalidConfig("no segment".into()))?;
-    let active_path = names.last().map(|(_, p)| p.clone()).unwrap_or_default();
-    let capacity = active
-        .metadata()
-        .map_err(|e| Error::io(&active_path, e))?
-        .len();
-    let mut writer = LogWriter {
+    Ok(MappedLog {
         dir: dir.to_path_buf(),
-        active,
-        active_path,
-        active_index: u32::try_from(last_index).unwrap_or(u32::MAX),
-        write_offset: data_end,
-        capacity,
         segment_bytes,
-        next_segment: None,
-    };
-    if writer.write_offset.saturating_mul(2) >= writer.capacity {
-        writer.start_preallocation();
-    }
-    Ok(OpenedLog {
-        writer,
+        names,
         segments,
-        next_position: expected_first.unwrap_or(1),
+        last_file: last_file.ok_or_else(|| Error::InvalidConfig("no segment".into()))?,
     })
+}
+
+impl MappedLog {
+    pub fn segments(&self) -> &[std::sync::Arc<SegmentView>] {
+        &self.segments
+    }
+
+    /// Checks the segments and calls `on_event` with each event of every whole commit in log
+    /// order, from `resume` on when given (the segments before it are trusted: only their
+    /// headers are checked). A torn tail of the last segment is zeroed.
+    pub fn scan(
+        self,
+        resume: Option<Resume>,
+        on_event: &mut dyn FnMut(&Path, Location, ScannedFrame<'_>) -> Result<()>,
+    ) -> Result<OpenedLog> {
+        let MappedLog {
+            dir,
+            segment_bytes,
+            names,
+            segments,
+            last_file,
+        } = self;
+        let mut expected_first = None;
+        let last_index = names.len() - 1;
+        let mut data_end = 0;
+        for (i, ((named_first, path), view)) in names.iter().zip(&segments).enumerate() {
+            let role = if i == last_index {
+                SegmentRole::Last
+            } else {
+                SegmentRole::Sealed
+            };
+            #[expect(clippy::cast_possible_truncation, reason = "checked in map_log")]
+            let segment_index = i as u32;
+            let start = match resume {
+                Some(r) if segment_index < r.segment => {
+                    let first = segment::decode_header(&view.bytes)
+                        .map_err(|reason| Error::corruption(path, 0, reason))?;
+                    if first != *named_first {
+                        return Err(Error::corruption(
+                            path,
+                            0,
+                            format!("file name says position {named_first}, header says {first}"),
+                        ));
+                    }
+                    continue;
+                }
+                Some(r) if segment_index == r.segment => Some((r.offset, r.next_position)),
+                _ => None,
+            };
+            let scan = scan_segment(
+                path,
+                &view.bytes,
+                role,
+                expected_first,
+                start,
+                &mut |f: ScannedFrame<'_>| {
+                    let location = Location {
+                        segment: segment_index,
+                        offset: u32::try_from(f.offset)
+                            .map_err(|_| Error::corruption(path, f.offset, "offset past 4 GiB"))?,
+                    };
+                    on_event(path, location, f)
+                },
+            )?;
+            if scan.first_position != *named_first {
+                return Err(Error::corruption(
+                    path,
+                    0,
+                    format!(
+                        "file name says position {named_first}, header says {}",
+                        scan.first_position
+                    ),
+                ));
+            }
+            if let Some(torn) = scan.torn {
+                tracing::warn!(
+                    file = %path.display(),
+                    found_at = torn.found_at,
+                    truncated_to = scan.data_end,
+                    bytes = torn.garbage_end - scan.data_end,
+                    reason = torn.reason,
+                    "torn tail: dropping the incomplete commit at the end of the log"
+                );
+                zero_fill(&last_file, scan.data_end, torn.garbage_end)
+                    .map_err(|e| Error::io(path, e))?;
+                last_file.sync_data().map_err(|e| Error::io(path, e))?;
+            }
+            expected_first = Some(scan.next_position);
+            data_end = scan.data_end;
+        }
+        let active_path = names.last().map(|(_, p)| p.clone()).unwrap_or_default();
+        let capacity = last_file
+            .metadata()
+            .map_err(|e| Error::io(&active_path, e))?
+            .len();
+        let mut writer = LogWriter {
+            dir,
+            active: last_file,
+            active_path,
+            active_index: u32::try_from(last_index).unwrap_or(u32::MAX),
+            write_offset: data_end,
+            capacity,
+            segment_bytes,
+            next_segment: None,
+        };
+        if writer.write_offset.saturating_mul(2) >= writer.capacity {
+            writer.start_preallocation();
+        }
+        Ok(OpenedLog {
+            writer,
+            segments,
+            next_position: expected_first.unwrap_or(1),
+        })
+    }
 }
 
 impl LogWriter {

@@ -151,7 +151,8 @@ pub struct ScannedFrame<'a> {
 /// Scans a segment's bytes, calling `on_event` for every event of every whole commit, in order.
 ///
 /// `expected_first`, when given, is the position the segment must start at (the previous
-/// segment's next position). Damage gives `Err(Corruption)` naming `path` and the byte offset;
+/// segment's next position). `start`, when given, is where scanning begins: the byte offset of
+/// a commit's first frame and its position (the frames before it are trusted, not checked). Damage gives `Err(Corruption)` naming `path` and the byte offset;
 /// a torn tail of the last segment is reported in [`SegmentScan::torn`] and its events are not
 /// passed to `on_event`.
 pub fn scan_segment(
@@ -159,6 +160,7 @@ pub fn scan_segment(
     bytes: &[u8],
     role: SegmentRole,
     expected_first: Option<u64>,
+    start: Option<(u64, u64)>,
     on_event: &mut dyn FnMut(ScannedFrame<'_>) -> Result<()>,
 ) -> Result<SegmentScan> {
     let first_position = decode_header(bytes).map_err(|r| Error::corruption(path, 0, r))?;
@@ -173,8 +175,18 @@ pub fn scan_segment(
             ),
         ));
     }
-    let mut offset = SEGMENT_HEADER_BYTES;
-    let mut next_position = first_position;
+    let (mut offset, mut next_position) = match start {
+        Some((offset, position)) => (
+            usize::try_from(offset)
+                .ok()
+                .filter(|&o| o >= SEGMENT_HEADER_BYTES && o <= bytes.len())
+                .ok_or_else(|| {
+                    Error::corruption(path, offset, "resume offset outside the segment")
+                })?,
+            position,
+        ),
+        None => (SEGMENT_HEADER_BYTES, first_position),
+    };
     let mut commit_start = offset;
     let mut pending: Vec<(usize, DecodedFrame)> = Vec::new();
     let anomaly: &'static str = loop {

@@ -250,11 +250,12 @@ impl EventStore for EventStoreService {
     ) -> Result<Response<proto::GetStreamResponse>, Status> {
         let stream = request.into_inner().stream;
         match self.shared.store.stream_revision(&stream) {
-            Some(revision) => Ok(Response::new(proto::GetStreamResponse {
+            Ok(Some(revision)) => Ok(Response::new(proto::GetStreamResponse {
                 stream,
                 revision: revision.0,
             })),
-            None => Err(status::to_status(&crate::Error::StreamNotFound { stream })),
+            Ok(None) => Err(status::to_status(&crate::Error::StreamNotFound { stream })),
+            Err(e) => Err(status::to_status(&e)),
         }
     }
 

@@ -4,6 +4,7 @@
 //! go through one writer thread; reads run on the caller's thread, take the index lock only to
 //! copy out locations, and decode frames from the memory-mapped segments without any lock.
 
+mod checkpoint;
 mod read;
 mod snapshots;
 mod validate;
@@ -41,6 +42,9 @@ pub(crate) struct Shared {
     listeners: Mutex<Vec<Listener>>,
     poisoned: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// The last position handed to a checkpoint (frozen or written).
+    checkpointed_through: AtomicU64,
+    checkpoint: checkpoint::Control,
     inject_failure: AtomicBool,
 }
 
@@ -58,6 +62,26 @@ impl Shared {
         }
         for listener in self.listeners.lock().iter() {
             listener(position);
+        }
+        let every = self.config.checkpoint_events;
+        if every > 0 && position.0 - self.checkpointed_through.load(Ordering::Acquire) >= every {
+            self.checkpoint.nudge();
+        }
+    }
+
+    /// Blocks until an event after `after` is visible, the store closes, or `timeout` passes;
+    /// returns the newest visible position.
+    pub(crate) fn wait_for_commit(&self, after: Position, timeout: Duration) -> Position {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.commit_mutex.lock();
+        loop {
+            let visible = self.visible();
+            if visible > after.0 || self.closed.load(Ordering::Acquire) {
+                return Position(visible);
+            }
+            if self.commit_cv.wait_until(&mut guard, deadline).timed_out() {
+                return Position(self.visible());
+            }
         }
     }
 
@@ -81,6 +105,12 @@ pub struct StoreStats {
     pub streams: usize,
     pub event_types: usize,
     pub segments: usize,
+    /// The last position the index checkpoints (runs on disk) cover.
+    pub checkpoint_position: Position,
+    /// Index run files in use.
+    pub index_runs: usize,
+    /// Events indexed in memory only, not yet in a checkpoint.
+    pub memtable_events: u64,
 }
 
 /// An open event store. Cheap to share between threads by reference (`&Store` or `Arc<Store>`):
@@ -89,6 +119,7 @@ pub struct Store {
     shared: Arc<Shared>,
     tx: Option<mpsc::SyncSender<writer::Request>>,
     writer: Option<JoinHandle<Result<()>>>,
+    checkpointer: Option<JoinHandle<()>>,
     _lock: DirLock,
 }
 
@@ -107,8 +138,18 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::acquire(&dir)?;
         let started = Instant::now();
-        let mut index = Index::default();
-        let opened = log::open_log(&dir, config.segment_bytes, &mut |path, location, f| {
+        let mapped = log::map_log(&dir, config.segment_bytes)?;
+        let loaded = if config.checkpoint_events > 0 {
+            checkpoint::load(&dir, mapped.segments())
+        } else {
+            checkpoint::Loaded {
+                runs: Vec::new(),
+                resume: None,
+            }
+        };
+        let mut index = Index::from_runs(loaded.runs)?;
+        let checkpoint_end = index.runs_end();
+        let opened = mapped.scan(loaded.resume, &mut |path, location, f| {
             let body = f.frame.body(f.payload);
             let h = &f.frame.header;
             index
@@ -120,17 +161,23 @@ impl Store {
                     revision: h.revision,
                     id: u128::from_be_bytes(h.id),
                 })
-                .map_err(|reason| Error::corruption(path, f.offset, reason))
+                .map_err(|e| match e {
+                    Error::InvalidArgument(reason) => Error::corruption(path, f.offset, reason),
+                    other => other,
+                })
         })?;
         let (streams, types) = index.counts();
         tracing::info!(
             dir = %dir.display(),
             events = opened.next_position - 1,
+            checkpoint_through = checkpoint_end,
+            replayed = opened.next_position - 1 - checkpoint_end,
+            index_runs = index.runs().len(),
             streams,
             event_types = types,
             segments = opened.segments.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "opened store: log checked and indexes rebuilt"
+            "opened store: checkpoint loaded, log after it checked and indexed"
         );
         let snapshots = crate::snapshot::SnapshotStore::open(&dir, &config)?;
         let shared = Arc::new(Shared {
@@ -145,6 +192,8 @@ impl Store {
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
             inject_failure: AtomicBool::new(false),
+            checkpointed_through: AtomicU64::new(checkpoint_end),
+            checkpoint: checkpoint::Control::default(),
             config,
         });
         let (tx, rx) = mpsc::sync_channel(shared.config.writer_queue_max);
@@ -153,10 +202,22 @@ impl Store {
             .name("statestore-writer".into())
             .spawn(move || w.run())
             .map_err(|e| Error::io(&dir, e))?;
+        let checkpointer = if shared.config.checkpoint_events > 0 {
+            let s = shared.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("statestore-checkpoint".into())
+                    .spawn(move || checkpoint::run_thread(s))
+                    .map_err(|e| Error::io(&dir, e))?,
+            )
+        } else {
+            None
+        };
         Ok(Store {
             shared,
             tx: Some(tx),
             writer: Some(writer),
+            checkpointer,
             _lock: lock,
         })
     }
@@ -236,22 +297,7 @@ impl Store {
     /// Blocks until an event after `after` is visible or `timeout` passes; returns the newest
     /// visible position either way. This is how a live subscriber waits without polling.
     pub fn wait_for_commit(&self, after: Position, timeout: Duration) -> Position {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.shared.commit_mutex.lock();
-        loop {
-            let visible = self.shared.visible();
-            if visible > after.0 || self.shared.closed.load(Ordering::Acquire) {
-                return Position(visible);
-            }
-            if self
-                .shared
-                .commit_cv
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return Position(self.shared.visible());
-            }
-        }
+        self.shared.wait_for_commit(after, timeout)
     }
 
     /// Registers a function called on the writer thread after every commit becomes visible, with
@@ -262,12 +308,16 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
-        let (streams, event_types) = self.shared.index.read().counts();
+        let index = self.shared.index.read();
+        let (streams, event_types) = index.counts();
         StoreStats {
             last_position: self.last_position(),
             streams,
             event_types,
             segments: self.shared.segments.read().len(),
+            checkpoint_position: Position(index.runs_end()),
+            index_runs: index.runs().len(),
+            memtable_events: index.memtable_events(),
         }
     }
 
@@ -295,6 +345,12 @@ impl Store {
             }),
             None => Ok(()),
         };
+        // The checkpoint thread writes a last checkpoint of the memtable once the writer has
+        // stopped, so the next open replays nothing.
+        self.shared.checkpoint.stop();
+        if let Some(handle) = self.checkpointer.take() {
+            let _ = handle.join();
+        }
         self.shared.closed.store(true, Ordering::Release);
         {
             let _guard = self.shared.commit_mutex.lock();

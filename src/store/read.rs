@@ -10,6 +10,20 @@ use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::{Location, SegmentView};
 use crate::types::{AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision};
 
+/// The locations of `positions`, skipping any the index does not hold.
+fn locate(
+    index: &crate::index::Index,
+    positions: impl IntoIterator<Item = u64>,
+) -> Result<Vec<(u64, Location)>> {
+    let mut out = Vec::new();
+    for p in positions {
+        if let Some(l) = index.location(p)? {
+            out.push((p, l));
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Reads up to `max_count` events of `stream` starting at revision `from` (inclusive).
     /// Backwards from [`Revision::END`] starts at the newest event.
@@ -24,28 +38,27 @@ impl Store {
         let visible = self.shared.visible();
         let located: Vec<(u64, Location)> = {
             let index = self.shared.index.read();
-            let Some(entries) = index.stream_positions(stream, from.0, direction, count, visible)
+            let Some(entries) =
+                index.stream_positions(stream, from.0, direction, count, visible)?
             else {
                 return Err(Error::StreamNotFound {
                     stream: stream.to_string(),
                 });
             };
-            entries
-                .into_iter()
-                .filter_map(|(_, p)| index.location(p).map(|l| (p, l)))
-                .collect()
+            locate(&index, entries.into_iter().map(|(_, p)| p))?
         };
         self.shared.decode_located(&located)
     }
 
     /// The stream's current revision, or `None` when it does not exist.
-    pub fn stream_revision(&self, stream: &str) -> Option<Revision> {
+    pub fn stream_revision(&self, stream: &str) -> Result<Option<Revision>> {
         let visible = self.shared.visible();
-        self.shared
+        Ok(self
+            .shared
             .index
             .read()
-            .stream_revision(stream, visible)
-            .map(Revision)
+            .stream_revision(stream, visible)?
+            .map(Revision))
     }
 
     /// Reads up to `max_count` events of one type from position `from` (inclusive), through
@@ -61,11 +74,8 @@ impl Store {
         let visible = self.shared.visible();
         let located: Vec<(u64, Location)> = {
             let index = self.shared.index.read();
-            index
-                .type_positions(event_type, from.0, direction, count, visible)
-                .into_iter()
-                .filter_map(|p| index.location(p).map(|l| (p, l)))
-                .collect()
+            let positions = index.type_positions(event_type, from.0, direction, count, visible)?;
+            locate(&index, positions)?
         };
         self.shared.decode_located(&located)
     }
@@ -75,7 +85,7 @@ impl Store {
         if position.0 == 0 || position.0 > self.shared.visible() {
             return Ok(None);
         }
-        let Some(location) = self.shared.index.read().location(position.0) else {
+        let Some(location) = self.shared.index.read().location(position.0)? else {
             return Ok(None);
         };
         self.shared.decode_at(location, position.0).map(Some)
@@ -134,7 +144,7 @@ impl Shared {
                 end_of_log: start > visible,
             });
         }
-        let Some(mut location) = self.index.read().location(start) else {
+        let Some(mut location) = self.index.read().location(start)? else {
             return Err(Error::InvalidArgument(format!(
                 "no location for position {start}"
             )));
@@ -209,11 +219,7 @@ impl Shared {
         while position >= 1 && events.len() < count && scanned < scan_max {
             let low = position.saturating_sub(CHUNK - 1).max(1);
             let located: Vec<(u64, Location)> = {
-                let index = self.index.read();
-                (low..=position)
-                    .rev()
-                    .filter_map(|p| index.location(p).map(|l| (p, l)))
-                    .collect()
+                locate(&self.index.read(), (low..=position).rev())?
             };
             for (p, location) in located {
                 let event = self.decode_at(location, p)?;

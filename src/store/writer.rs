@@ -472,16 +472,21 @@ enum Outcome {
 /// on), then the expected-revision check, then the uniqueness of the ids within the stream.
 fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
     let stream = part.stream.as_str();
-    let current = index.stream_revision(stream, u64::MAX);
+    let current = index.stream_revision(stream, u64::MAX)?;
     let at_expected_place = |first_revision: u64| match part.expected {
         ExpectedRevision::Exact(Revision(e)) => e.checked_add(1) == Some(first_revision),
         ExpectedRevision::NoStream => first_revision == 0,
         ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
     };
-    let revision_of = |id: Option<uuid::Uuid>| index.revision_of_id(stream, id?.as_u128());
     let ids: Vec<Option<uuid::Uuid>> = part.events.iter().map(|e| e.id).collect();
     // Where each id is already stored in this stream: one index lookup per event.
-    let stored: Vec<Option<u64>> = ids.iter().map(|id| revision_of(*id)).collect();
+    let mut stored: Vec<Option<u64>> = Vec::with_capacity(ids.len());
+    for id in &ids {
+        stored.push(match id {
+            Some(id) => index.revision_of_id(stream, id.as_u128())?,
+            None => None,
+        });
+    }
     let first_id = ids.first().copied().flatten();
     if let Some(r) = stored.first().copied().flatten()
         && at_expected_place(r)
@@ -491,19 +496,21 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
             event_id: first_id.unwrap_or_default(),
             revision: Revision(r),
         };
-        let position = |rev| index.position_of_revision(stream, rev).unwrap_or_default();
+        let position =
+            |rev| -> Result<u64> { Ok(index.position_of_revision(stream, rev)?.unwrap_or_default()) };
         // The stored events must be this append's: same ids, consecutive revisions, and
         // consecutive positions (one commit), or it is not a retry of one append.
+        let first = position(r)?;
         for (k, stored) in stored.iter().enumerate() {
             let revision = r + k as u64;
-            if *stored != Some(revision) || position(revision) != position(r) + k as u64 {
+            if *stored != Some(revision) || position(revision)? != first + k as u64 {
                 return Err(conflict());
             }
         }
         let last = r + ids.len() as u64 - 1;
         return Ok(Outcome::Duplicate(AppendResult {
-            first_position: Position(position(r)),
-            last_position: Position(position(last)),
+            first_position: Position(first),
+            last_position: Position(position(last)?),
             revision: Revision(last),
         }));
     }
