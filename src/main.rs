@@ -65,6 +65,18 @@ struct StoreArgs {
     /// Most bytes (stored size) in one append.
     #[arg(long, env = "STATESTORE_APPEND_BYTES_MAX", default_value_t = Config::default().append_bytes_max)]
     append_bytes_max: u64,
+    /// Write an index checkpoint every this many events (and at shutdown), so that a restart
+    /// replays only the log after it; 0 turns checkpoints off (every start rebuilds the index
+    /// from the whole log and holds it in memory).
+    #[arg(long, env = "STATESTORE_INDEX_CHECKPOINT_EVENTS", default_value_t = Config::default().checkpoint_events)]
+    index_checkpoint_events: u64,
+    /// Also write an index checkpoint after this many seconds with new events; 0 disables the
+    /// time trigger.
+    #[arg(long, env = "STATESTORE_INDEX_CHECKPOINT_SECS", default_value_t = Config::default().checkpoint_interval.as_secs())]
+    index_checkpoint_secs: u64,
+    /// Aggregate snapshots kept per stream; saving another prunes the oldest.
+    #[arg(long, env = "STATESTORE_SNAPSHOT_KEEP", default_value_t = Config::default().snapshot_keep)]
+    snapshot_keep: usize,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +163,9 @@ fn open(args: &StoreArgs) -> statestore::Result<Store> {
         event_bytes_max: args.event_bytes_max,
         append_events_max: args.append_events_max,
         append_bytes_max: args.append_bytes_max,
+        checkpoint_events: args.index_checkpoint_events,
+        checkpoint_interval: Duration::from_secs(args.index_checkpoint_secs),
+        snapshot_keep: args.snapshot_keep,
         ..Config::default()
     };
     Store::open(&args.data_dir, config)
@@ -236,11 +251,32 @@ async fn shutdown_signal() {
 }
 
 fn stats(args: StoreArgs) -> Result<(), String> {
+    let started = Instant::now();
     let store = open(&args).map_err(|e| e.to_string())?;
+    let open_us = started.elapsed().as_micros();
+    let rss = resident_bytes();
     let s = store.stats();
     println!(
-        "{{\"last_position\":{},\"streams\":{},\"event_types\":{},\"segments\":{}}}",
-        s.last_position.0, s.streams, s.event_types, s.segments
+        "{{\"last_position\":{},\"streams\":{},\"event_types\":{},\"segments\":{},\
+         \"checkpoint_position\":{},\"index_runs\":{},\"memtable_events\":{},\
+         \"open_ms\":{:.1},\"rss_bytes_after_open\":{}}}",
+        s.last_position.0,
+        s.streams,
+        s.event_types,
+        s.segments,
+        s.checkpoint_position.0,
+        s.index_runs,
+        s.memtable_events,
+        open_us as f64 / 1000.0,
+        rss.map_or("null".to_string(), |r| r.to_string()),
     );
     store.close().map_err(|e| e.to_string())
+}
+
+/// Resident memory of this process (VmRSS), where /proc reports it.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

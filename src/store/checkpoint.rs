@@ -356,9 +356,25 @@ fn write_durably(
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
+    if let Some(pause) = crash_test_pause() {
+        std::thread::sleep(pause);
+    }
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(&index_dir)?;
     Ok(path)
+}
+
+/// For crash tests only: `STATESTORE_CRASH_TEST_CHECKPOINT_PAUSE_MS` holds each written run in
+/// its temporary file this long before the rename, so that a SIGKILL lands inside a checkpoint.
+fn crash_test_pause() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("STATESTORE_CRASH_TEST_CHECKPOINT_PAUSE_MS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+    })
 }
 
 /// Merges the last two runs while the older is less than twice the size of the newer.
