@@ -68,6 +68,10 @@ impl Server {
                 // Small segments (the default pre-allocates 128 MiB at every open).
                 .args(["--segment-bytes", "1048576", "--append-bytes-max", "262144"])
                 .args(["--drain-ms", "2000"])
+                // Index checkpoints every few hundred events, each held 100 ms in its temporary
+                // file, so that kills land inside checkpoint writes too.
+                .args(["--index-checkpoint-events", "200"])
+                .env("STATESTORE_CRASH_TEST_CHECKPOINT_PAUSE_MS", "100")
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -359,7 +363,7 @@ async fn join_appenders(tasks: Vec<tokio::task::JoinHandle<()>>) {
 // Checking the log.
 
 /// An event as read back, in the fields the checks need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Read {
     position: u64,
     stream: String,
@@ -586,6 +590,7 @@ async fn acknowledged_appends_survive_sigkill_of_the_server() {
 
     let acks: Acks = Arc::default();
     let mut seen = Vec::new();
+    let mut kills_inside_checkpoints = 0;
     let mut server = Server::start(dir.path(), &log).await;
     for cycle in 0..CYCLES {
         let stopping = Arc::new(AtomicBool::new(false));
@@ -603,6 +608,9 @@ async fn acknowledged_appends_survive_sigkill_of_the_server() {
         );
         join_appenders(tasks).await;
         drop(server);
+        if has_temp_run(dir.path()) {
+            kills_inside_checkpoints += 1;
+        }
 
         server = Server::start(dir.path(), &log).await;
         let mut client = server.client().await;
@@ -631,11 +639,72 @@ async fn acknowledged_appends_survive_sigkill_of_the_server() {
     drop(client);
     let status = server.kill();
     assert_eq!(status.signal(), Some(9));
+    let checkpoints = server.log_text().matches("index checkpoint written").count();
     eprintln!(
-        "{CYCLES} cycles, {} commits acknowledged, {last} events, {:?}",
+        "{CYCLES} cycles, {} commits acknowledged, {last} events, {checkpoints} checkpoints, \
+         {kills_inside_checkpoints} kills inside a checkpoint write, {:?}",
         acked.len(),
         started.elapsed()
     );
+    assert!(checkpoints > 0, "no index checkpoint was written");
+    assert!(
+        kills_inside_checkpoints > 0,
+        "no kill landed inside a checkpoint write (no temporary run file was left)"
+    );
+    drop(server);
+    // The store as the checkpoints left it reads exactly like the same log indexed from
+    // scratch.
+    let rebuilt = tempfile::tempdir().expect("a directory for the rebuilt copy");
+    for entry in std::fs::read_dir(dir.path()).expect("read the data directory") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, rebuilt.path().join(path.file_name().expect("name")))
+                .expect("copy a segment");
+        }
+    }
+    let engine_config = |checkpoint_events| statestore::Config {
+        segment_bytes: 1 << 20,
+        append_bytes_max: 256 << 10,
+        checkpoint_events,
+        ..statestore::Config::default()
+    };
+    let with_checkpoints = Store::open(dir.path(), engine_config(200)).expect("open");
+    assert!(with_checkpoints.stats().index_runs > 0, "the checkpoints were not used");
+    let from_scratch = Store::open(rebuilt.path(), engine_config(0)).expect("open the copy");
+    assert_eq!(from_scratch.stats().index_runs, 0);
+    let all = read_store(&with_checkpoints);
+    assert_eq!(all, read_store(&from_scratch));
+    assert_eq!(all.len() as u64, last);
+    let streams: std::collections::BTreeSet<&str> = all.iter().map(|e| e.stream.as_str()).collect();
+    let types: std::collections::BTreeSet<&str> =
+        all.iter().map(|e| e.event_type.as_str()).collect();
+    for s in streams {
+        for direction in [Direction::Forwards, Direction::Backwards] {
+            let from = match direction {
+                Direction::Forwards => statestore::Revision(0),
+                Direction::Backwards => statestore::Revision::END,
+            };
+            let read = |store: &Store| store.read_stream(s, from, direction, 10_000).expect("read");
+            assert_eq!(read(&with_checkpoints), read(&from_scratch), "stream {s}");
+        }
+    }
+    for t in types {
+        let read = |store: &Store| {
+            store
+                .read_by_type(t, Position(0), Direction::Forwards, 10_000)
+                .expect("read by type")
+        };
+        assert_eq!(read(&with_checkpoints), read(&from_scratch), "type {t}");
+    }
+}
+
+/// Whether a checkpoint's temporary file is in the index directory: a kill interrupted it.
+fn has_temp_run(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("index")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
