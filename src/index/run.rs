@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! file     = locations | stream postings | stream entries | stream names
-//!          | type postings | type entries | type names | ids | zero padding to a block
-//!          | block crcs | trailer
+//!          | type postings | type entries | type names | ids | id filter
+//!          | zero padding to a block | block crcs | trailer
 //! ```
 //!
 //! Every section starts 8-byte aligned; all integers are little-endian. The byte layout of
@@ -33,7 +33,12 @@ pub const BLOCK_BYTES: u64 = 4096;
 const ENTRY_BYTES: u64 = 32;
 /// Bytes of one id entry: the id (u128) and its position.
 const ID_BYTES: u64 = 24;
-pub const TRAILER_BYTES: usize = 160;
+pub const TRAILER_BYTES: usize = 168;
+/// Bytes of one block of the id filter (a blocked Bloom filter: one cache line per lookup).
+const FILTER_BLOCK_BYTES: u64 = 64;
+/// Filter bits per id: about a 1% false-positive rate with [`FILTER_PROBES`] probes.
+const FILTER_BITS_PER_ID: u64 = 10;
+const FILTER_PROBES: u32 = 6;
 
 /// Which postings table of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +65,7 @@ pub struct Trailer {
     pub types_total: u64,
     stream_count: u64,
     type_count: u64,
-    off: [u64; 9],
+    off: [u64; SECTIONS],
     pub fingerprint: Fingerprint,
 }
 
@@ -73,7 +78,9 @@ const T_POSTINGS: usize = 4;
 const T_ENTRIES: usize = 5;
 const T_NAMES: usize = 6;
 const IDS: usize = 7;
-const CRCS: usize = 8;
+const FILTER: usize = 8;
+const CRCS: usize = 9;
+const SECTIONS: usize = 10;
 
 impl Trailer {
     pub fn events(&self) -> u64 {
@@ -136,11 +143,11 @@ impl Trailer {
             return Err(format!("block size {} is not {BLOCK_BYTES}", le_u32(t, 12)));
         }
         let u = |i: usize| le_u64(t, 16 + 8 * i);
-        let mut off = [0u64; 9];
+        let mut off = [0u64; SECTIONS];
         for (i, o) in off.iter_mut().enumerate() {
             *o = u(6 + i);
         }
-        let f = 16 + 8 * 15;
+        let f = 16 + 8 * (6 + SECTIONS);
         let trailer = Trailer {
             first_position: u(0),
             last_position: u(1),
@@ -192,13 +199,13 @@ impl Trailer {
         if at(IDS) < at(T_NAMES) {
             return Err("type names overlap ids".into());
         }
-        let ids_end = n
-            .checked_mul(ID_BYTES)
-            .and_then(|b| at(IDS).checked_add(b))
-            .ok_or("id section overflows")?;
+        expect(IDS, n.checked_mul(ID_BYTES), FILTER)?;
+        let filter_end = at(FILTER)
+            .checked_add(filter_blocks(n) * FILTER_BLOCK_BYTES)
+            .ok_or("id filter overflows")?;
         let crcs = at(CRCS);
-        if crcs % BLOCK_BYTES != 0 || crcs < ids_end || crcs - ids_end >= BLOCK_BYTES {
-            return Err("block table is not at the block after the ids".into());
+        if crcs % BLOCK_BYTES != 0 || crcs < filter_end || crcs - filter_end >= BLOCK_BYTES {
+            return Err("block table is not at the block after the id filter".into());
         }
         let expected_len = (crcs / BLOCK_BYTES)
             .checked_mul(4)
@@ -269,6 +276,8 @@ pub struct Run {
     trailer: Trailer,
     /// One bit per block: set once the block's checksum has been checked.
     verified: Box<[AtomicU64]>,
+    /// Set once a damaged block has been found and the file set aside.
+    quarantined: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Run {
@@ -320,6 +329,7 @@ impl Run {
             map,
             trailer,
             verified,
+            quarantined: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -371,6 +381,7 @@ impl Run {
         let stored = le_u32(&self.map, (self.trailer.off[CRCS] + block * 4) as usize);
         let computed = crc32fast::hash(data);
         if stored != computed || data.len() as u64 != BLOCK_BYTES {
+            self.quarantine(start);
             return Err(Error::corruption(
                 &self.path,
                 start,
@@ -381,6 +392,26 @@ impl Run {
             w.fetch_or(bit, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Renames a damaged run out of the way (once), so that the next open ignores it and
+    /// rebuilds its part of the index from the log. Until then, lookups that need the damaged
+    /// block fail with `Corruption`; the others are answered.
+    fn quarantine(&self, offset: u64) {
+        if self.quarantined.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut to = self.path.clone().into_os_string();
+        to.push(".damaged");
+        let renamed = std::fs::rename(&self.path, &to);
+        tracing::error!(
+            file = %self.path.display(),
+            offset,
+            set_aside_as = %std::path::Path::new(&to).display(),
+            renamed = renamed.is_ok(),
+            "damaged index checkpoint block: lookups that need it fail until the store is \
+             reopened, which rebuilds this part of the index from the log"
+        );
     }
 
     fn u64_at(&self, off: u64) -> Result<u64> {
@@ -503,8 +534,23 @@ impl Run {
         Ok((id, le_u64(b, 16)))
     }
 
+    /// Whether the run may hold an event with this id (false: it certainly does not).
+    fn may_hold_id(&self, id: u128) -> Result<bool> {
+        let (block, bits) = filter_probe(id, filter_blocks(self.trailer.events()));
+        let b = self.bytes(
+            self.trailer.off[FILTER] + block * FILTER_BLOCK_BYTES,
+            FILTER_BLOCK_BYTES,
+        )?;
+        Ok(bits
+            .iter()
+            .all(|&bit| b.get(bit / 8).is_some_and(|byte| byte & (1 << (bit % 8)) != 0)))
+    }
+
     /// Positions of the events with this id, in order.
     pub fn positions_of_id(&self, id: u128) -> Result<Vec<u64>> {
+        if !self.may_hold_id(id)? {
+            return Ok(Vec::new());
+        }
         let n = self.trailer.events();
         let (mut lo, mut hi) = (0u64, n);
         while lo < hi {
@@ -558,7 +604,7 @@ pub struct RunWriter {
     at: u64,
     block_hasher: crc32fast::Hasher,
     crcs: Vec<u32>,
-    off: [u64; 9],
+    off: [u64; SECTIONS],
 }
 
 impl RunWriter {
@@ -570,7 +616,7 @@ impl RunWriter {
             at: 0,
             block_hasher: crc32fast::Hasher::new(),
             crcs: Vec::new(),
-            off: [0; 9],
+            off: [0; SECTIONS],
         })
     }
 
@@ -651,6 +697,8 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
     w.start(IDS)?;
     let mut ids = 0u64;
     let mut previous = None;
+    let blocks = filter_blocks(n);
+    let mut filter = vec![0u8; (blocks * FILTER_BLOCK_BYTES) as usize];
     for item in contents.ids {
         let (id, position) = item?;
         if previous.is_some_and(|p| p > (id, position)) {
@@ -660,10 +708,18 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
         w.write(&id.to_le_bytes())?;
         w.u64(position)?;
         ids += 1;
+        let (block, bits) = filter_probe(id, blocks);
+        for bit in bits {
+            if let Some(byte) = filter.get_mut((block * FILTER_BLOCK_BYTES) as usize + bit / 8) {
+                *byte |= 1 << (bit % 8);
+            }
+        }
     }
     if ids != n {
         return Err(invalid("id count does not match the position range"));
     }
+    w.start(FILTER)?;
+    w.write(&filter)?;
     w.pad_to(BLOCK_BYTES)?;
     w.off[CRCS] = w.at;
     let table: Vec<u8> = w.crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
@@ -685,6 +741,33 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
     let file = w.out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok(())
+}
+
+/// Blocks of the id filter of a run of `n` events.
+fn filter_blocks(n: u64) -> u64 {
+    (n.saturating_mul(FILTER_BITS_PER_ID) / (FILTER_BLOCK_BYTES * 8)).max(1)
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The filter block of `id` and the bits to test in it. A fixed function: it is part of the
+/// file format.
+fn filter_probe(id: u128, blocks: u64) -> (u64, [usize; FILTER_PROBES as usize]) {
+    #[expect(clippy::cast_possible_truncation, reason = "the two halves of a u128")]
+    let h = mix((id as u64) ^ mix((id >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15));
+    #[expect(clippy::cast_possible_truncation, reason = "a product shifted below u64::MAX")]
+    let block = ((u128::from(h) * u128::from(blocks)) >> 64) as u64;
+    let mut g = mix(h);
+    let mut bits = [0usize; FILTER_PROBES as usize];
+    for b in bits.iter_mut() {
+        *b = (g % (FILTER_BLOCK_BYTES * 8)) as usize;
+        g >>= 9;
+    }
+    (block, bits)
 }
 
 /// Writes one postings section; returns the entry count, the entries and the names blob.
