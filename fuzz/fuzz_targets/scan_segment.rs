@@ -19,10 +19,10 @@ const EVENT_HEADER: usize = 72;
 fn check(bytes: &[u8]) {
     let path = Path::new("fuzz.seg");
     for role in [SegmentRole::Sealed, SegmentRole::Last] {
-        let _ = scan_segment(path, bytes, role, None, None, &mut |_| Ok(()));
+        let _ = scan_segment(path, bytes, role, None, None, None, &mut |_| Ok(()));
     }
     // With an expected first position, too (mismatch or match).
-    let _ = scan_segment(path, bytes, SegmentRole::Last, Some(1), None, &mut |_| Ok(()));
+    let _ = scan_segment(path, bytes, SegmentRole::Last, Some(1), None, None, &mut |_| Ok(()));
 }
 
 fn sealed(data: &[u8]) -> Option<Vec<u8>> {

@@ -190,12 +190,14 @@ impl MappedLog {
                 Some(r) if segment_index == r.segment => Some((r.offset, r.next_position)),
                 _ => None,
             };
+            let zeros_from = |from: usize| file_is_zero_from(&last_file, from as u64);
             let scan = scan_segment(
                 path,
                 &view.bytes,
                 role,
                 expected_first,
                 start,
+                (role == SegmentRole::Last).then_some(&zeros_from as &dyn Fn(usize) -> bool),
                 &mut |f: ScannedFrame<'_>| {
                     let location = Location {
                         segment: segment_index,
@@ -400,6 +402,27 @@ fn install_segment(
     file.sync_data().map_err(|e| Error::io(from, e))?;
     fs::rename(from, to).map_err(|e| Error::io(to, e))?;
     sync_dir(dir)
+}
+
+/// Whether every byte of `file` from `from` on is zero (or unreadable: then the caller scans
+/// the mapping and reports what it finds). Reads through a buffer, not the mapping, so the
+/// checked pages do not count as this process's memory.
+fn file_is_zero_from(file: &File, from: u64) -> bool {
+    let mut buf = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = from;
+    loop {
+        match file.read_at(&mut buf, at) {
+            Ok(0) => return true,
+            Ok(n) => {
+                if buf.get(..n).is_some_and(|b| b.iter().any(|&x| x != 0)) {
+                    return false;
+                }
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {

@@ -151,7 +151,10 @@ pub struct ScannedFrame<'a> {
 /// Scans a segment's bytes, calling `on_event` for every event of every whole commit, in order.
 ///
 /// `expected_first`, when given, is the position the segment must start at (the previous
-/// segment's next position). `start`, when given, is where scanning begins: the byte offset of
+/// segment's next position). `zeros_from`, when given, answers whether every byte from an
+/// offset to the end of the segment is zero (the store reads the file for this rather than the
+/// mapping, so that the unwritten part of the last segment never becomes resident); by default
+/// the bytes are looked at. `start`, when given, is where scanning begins: the byte offset of
 /// a commit's first frame and its position (the frames before it are trusted, not checked). Damage gives `Err(Corruption)` naming `path` and the byte offset;
 /// a torn tail of the last segment is reported in [`SegmentScan::torn`] and its events are not
 /// passed to `on_event`.
@@ -161,6 +164,7 @@ pub fn scan_segment(
     role: SegmentRole,
     expected_first: Option<u64>,
     start: Option<(u64, u64)>,
+    zeros_from: Option<&dyn Fn(usize) -> bool>,
     on_event: &mut dyn FnMut(ScannedFrame<'_>) -> Result<()>,
 ) -> Result<SegmentScan> {
     let first_position = decode_header(bytes).map_err(|r| Error::corruption(path, 0, r))?;
@@ -202,7 +206,11 @@ pub fn scan_segment(
         let f = match decoded {
             Decoded::Frame(f) => f,
             Decoded::End if pending.is_empty() => {
-                if rest.iter().all(|&b| b == 0) {
+                let clean = match zeros_from {
+                    Some(check) => check(offset),
+                    None => rest.iter().all(|&b| b == 0),
+                };
+                if clean {
                     return Ok(SegmentScan {
                         first_position,
                         next_position,

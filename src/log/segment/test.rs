@@ -73,7 +73,7 @@ fn scan(
     expected: Option<u64>,
 ) -> (Result<SegmentScan>, Vec<(u64, u64)>) {
     let mut seen = Vec::new();
-    let result = scan_segment(Path::new(PATH), bytes, role, expected, None, &mut |f| {
+    let result = scan_segment(Path::new(PATH), bytes, role, expected, None, None, &mut |f| {
         let end = usize::try_from(f.offset).unwrap() + f.frame.frame_len;
         assert_eq!(
             f.payload,
@@ -390,6 +390,7 @@ fn scan_callback_error_stops_the_scan() {
         Path::new(PATH),
         &bytes,
         SegmentRole::Last,
+        None,
         None,
         None,
         &mut |_| {
