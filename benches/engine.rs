@@ -137,7 +137,7 @@ impl StateStore {
     /// A fresh store with the production configuration (`FsyncPolicy::Always`).
     fn durable() -> StateStore {
         let dir = temp_dir("statestore");
-        let store = Store::open(dir.path(), Config::default()).expect("open store");
+        let store = Store::open(dir.path(), bench_config()).expect("open store");
         settle(&store);
         StateStore { store, _dir: dir }
     }
@@ -148,7 +148,7 @@ impl StateStore {
         let dir = temp_dir("statestore-nofsync");
         let config = Config {
             fsync: FsyncPolicy::Never,
-            ..Config::default()
+            ..bench_config()
         };
         let store = Store::open(dir.path(), config).expect("open store");
         settle(&store);
@@ -161,7 +161,7 @@ impl StateStore {
         let dir = temp_dir("statestore-read");
         let config = Config {
             fsync: FsyncPolicy::Never,
-            ..Config::default()
+            ..bench_config()
         };
         let started = Instant::now();
         let store = Store::open(dir.path(), config).expect("open store");
@@ -287,6 +287,15 @@ fn prepared<E: Engine>(key: String, build: impl FnOnce() -> E) -> Arc<E> {
 fn drop_prepared() {
     if let Some(registry) = PREPARED.get() {
         registry.lock().unwrap().clear();
+    }
+}
+
+/// The production configuration; `BENCH_CHECKPOINT_EVENTS` overrides the index checkpoint
+/// interval (0 turns checkpoints off, for the with/without comparison in BENCHMARKS.md).
+fn bench_config() -> Config {
+    Config {
+        checkpoint_events: env_u64("BENCH_CHECKPOINT_EVENTS", Config::default().checkpoint_events),
+        ..Config::default()
     }
 }
 
