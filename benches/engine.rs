@@ -294,7 +294,10 @@ fn drop_prepared() {
 /// interval (0 turns checkpoints off, for the with/without comparison in BENCHMARKS.md).
 fn bench_config() -> Config {
     Config {
-        checkpoint_events: env_u64("BENCH_CHECKPOINT_EVENTS", Config::default().checkpoint_events),
+        checkpoint_events: env_u64(
+            "BENCH_CHECKPOINT_EVENTS",
+            Config::default().checkpoint_events,
+        ),
         ..Config::default()
     }
 }

@@ -174,7 +174,8 @@ impl Config {
         if self.snapshot_keep == 0 {
             return bad("snapshot_keep must be at least 1".into());
         }
-        if self.snapshot_bytes_max == 0 || self.snapshot_bytes_max > frame::PAYLOAD_BYTES_MAX as u64 {
+        if self.snapshot_bytes_max == 0 || self.snapshot_bytes_max > frame::PAYLOAD_BYTES_MAX as u64
+        {
             return bad(format!(
                 "snapshot_bytes_max must be in 1..={}",
                 frame::PAYLOAD_BYTES_MAX

@@ -33,6 +33,7 @@ pub mod types;
 
 pub use config::{Config, FsyncPolicy};
 pub use error::{ActualRevision, Error, Result};
+pub use snapshot::Snapshot;
 pub use store::{Store, StoreStats};
 pub use types::{
     AllSlice, AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, Position,

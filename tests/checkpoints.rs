@@ -42,7 +42,11 @@ fn workload_with(
     all_ids: bool,
 ) {
     for _ in 0..commits {
-        let parts_n = if rng.below(4) == 0 { 2 + rng.below(3) } else { 1 };
+        let parts_n = if rng.below(4) == 0 {
+            2 + rng.below(3)
+        } else {
+            1
+        };
         let mut streams: Vec<&str> = Vec::new();
         while (streams.len() as u64) < parts_n {
             let s = STREAMS[rng.below(STREAMS.len() as u64) as usize];
@@ -108,7 +112,10 @@ fn answers(store: &Store) -> Vec<String> {
     ));
     let last = s.last_position.0;
     for &stream in STREAMS.iter().chain(&["missing", "order"]) {
-        out.push(format!("revision {stream} {:?}", store.stream_revision(stream)));
+        out.push(format!(
+            "revision {stream} {:?}",
+            store.stream_revision(stream)
+        ));
         for (from, direction, count) in [
             (Revision(0), Direction::Forwards, 10_000),
             (Revision::END, Direction::Backwards, 10_000),
@@ -151,10 +158,12 @@ fn answers(store: &Store) -> Vec<String> {
             (Position(1), Direction::Forwards),
             (Position::END, Direction::Backwards),
         ] {
-            let all = store.read_all(from, direction, 10_000, filter).map(|slice| {
-                format!("{:?} {}", slice.scanned_to, slice.end_of_log)
-                    + &show_events(Ok(slice.events))
-            });
+            let all = store
+                .read_all(from, direction, 10_000, filter)
+                .map(|slice| {
+                    format!("{:?} {}", slice.scanned_to, slice.end_of_log)
+                        + &show_events(Ok(slice.events))
+                });
             out.push(format!("all {filter:?} {direction:?} {all:?}"));
         }
     }
@@ -199,7 +208,10 @@ fn run_files(dir: &Path) -> Vec<PathBuf> {
 fn wait_for_checkpoint(store: &Store, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.stats().checkpoint_position.0 < at_least {
-        assert!(Instant::now() < deadline, "no checkpoint reached {at_least}");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint reached {at_least}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -326,7 +338,9 @@ fn damaged_truncated_stale_and_foreign_checkpoints_are_rebuilt_from_the_log() {
             let at = b.len() - from_end;
             b[at] ^= 0x40;
             std::fs::write(&f, &b).unwrap();
-            open_and_compare(&d, &want, &format!("{name} of run {k}")).close().unwrap();
+            open_and_compare(&d, &want, &format!("{name} of run {k}"))
+                .close()
+                .unwrap();
             // Removed, or replaced by a new checkpoint of the same range.
             assert!(
                 std::fs::read(&f).map_or(true, |now| now != b),

@@ -368,7 +368,10 @@ fn concurrent_exact_appends_let_exactly_one_win_per_revision() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total: usize = wins.iter().sum();
-    assert_eq!(store.stream_revision("c").unwrap(), Some(Revision(total as u64)));
+    assert_eq!(
+        store.stream_revision("c").unwrap(),
+        Some(Revision(total as u64))
+    );
     let events = store
         .read_stream("c", Revision(0), Direction::Forwards, 1000)
         .unwrap();

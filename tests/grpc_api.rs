@@ -164,6 +164,7 @@ fn stream_req(
         from_revision,
         direction: direction as i32,
         max_count,
+        from_snapshot: false,
     }
 }
 
@@ -650,7 +651,11 @@ async fn read_pages_stay_under_the_message_size_limit() {
         .unwrap();
     assert!(pages.len() >= 4, "{} pages", pages.len());
     for p in &pages {
-        let bytes = proto::ReadStreamResponse { events: p.clone() }.encoded_len();
+        let bytes = proto::ReadStreamResponse {
+            events: p.clone(),
+            snapshot: None,
+        }
+        .encoded_len();
         assert!(bytes <= 64 << 10, "a page of {bytes} bytes");
     }
     let events: Vec<RecordedEvent> = pages.into_iter().flatten().collect();
@@ -1207,6 +1212,7 @@ async fn read_all_rejects_malformed_filters_and_directions() {
             from_revision: None,
             direction,
             max_count: 0,
+            from_snapshot: false,
         };
         assert_invalid(read_stream_pages(c, request).await);
         // The direction is checked before the stream is looked up.
@@ -1215,6 +1221,7 @@ async fn read_all_rejects_malformed_filters_and_directions() {
             from_revision: None,
             direction,
             max_count: 0,
+            from_snapshot: false,
         };
         assert_invalid(read_stream_pages(c, request).await);
     }

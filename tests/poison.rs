@@ -90,7 +90,10 @@ fn check_poison_and_reopen(config: Config, n: u64, big: bool) {
     // Reads still serve everything acknowledged, and nothing of the failed append.
     assert_eq!(store.last_position(), Position(n));
     assert_events(&all(&store), &refs);
-    assert_eq!(store.stream_revision("s-0").unwrap(), Some(Revision(n / 3 - 1)));
+    assert_eq!(
+        store.stream_revision("s-0").unwrap(),
+        Some(Revision(n / 3 - 1))
+    );
     assert_eq!(store.stream_revision("new").unwrap(), None);
     assert!(store.read_event(Position(n + 1)).unwrap().is_none());
     assert!(

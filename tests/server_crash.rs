@@ -639,7 +639,10 @@ async fn acknowledged_appends_survive_sigkill_of_the_server() {
     drop(client);
     let status = server.kill();
     assert_eq!(status.signal(), Some(9));
-    let checkpoints = server.log_text().matches("index checkpoint written").count();
+    let checkpoints = server
+        .log_text()
+        .matches("index checkpoint written")
+        .count();
     eprintln!(
         "{CYCLES} cycles, {} commits acknowledged, {last} events, {checkpoints} checkpoints, \
          {kills_inside_checkpoints} kills inside a checkpoint write, {:?}",
@@ -669,7 +672,10 @@ async fn acknowledged_appends_survive_sigkill_of_the_server() {
         ..statestore::Config::default()
     };
     let with_checkpoints = Store::open(dir.path(), engine_config(200)).expect("open");
-    assert!(with_checkpoints.stats().index_runs > 0, "the checkpoints were not used");
+    assert!(
+        with_checkpoints.stats().index_runs > 0,
+        "the checkpoints were not used"
+    );
     let from_scratch = Store::open(rebuilt.path(), engine_config(0)).expect("open the copy");
     assert_eq!(from_scratch.stats().index_runs, 0);
     let all = read_store(&with_checkpoints);

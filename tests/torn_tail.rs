@@ -294,7 +294,11 @@ fn check_store_prefix(store: &Store, want: &[RecordedEvent], total: usize) -> Ve
     for stream in ["a", "b-1", "c", "d-0", "d-1"] {
         let in_log: Vec<&RecordedEvent> = want.iter().filter(|e| e.stream() == stream).collect();
         let revision = in_log.last().map(|e| e.revision);
-        assert_eq!(store.stream_revision(stream).unwrap(), revision, "stream {stream}");
+        assert_eq!(
+            store.stream_revision(stream).unwrap(),
+            revision,
+            "stream {stream}"
+        );
         if !in_log.is_empty() {
             let read = store
                 .read_stream(stream, Revision(0), Direction::Forwards, 1000)

@@ -522,6 +522,7 @@ impl Bench {
                             from_revision: None,
                             direction: proto::Direction::Forwards as i32,
                             max_count: 0,
+                            from_snapshot: false,
                         })
                         .await?
                         .into_inner();

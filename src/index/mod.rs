@@ -202,7 +202,14 @@ impl<'a> Layer<'a> {
     }
 
     /// Postings `from..to` (relative to the extent) of `name`.
-    fn postings(&self, table: Table, name: &str, e: Extent, from: u64, to: u64) -> Result<Vec<u64>> {
+    fn postings(
+        &self,
+        table: Table,
+        name: &str,
+        e: Extent,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>> {
         let to = to.min(e.count);
         if from >= to {
             return Ok(Vec::new());
@@ -355,7 +362,10 @@ impl Index {
                 return Err(Error::corruption(
                     r.path(),
                     0,
-                    format!("index run starts at {}, expected {next}", r.first_position()),
+                    format!(
+                        "index run starts at {}, expected {next}",
+                        r.first_position()
+                    ),
                 ));
             }
             next = r.last_position() + 1;
@@ -545,10 +555,7 @@ impl Index {
         };
         let mut out = Vec::with_capacity((hi - lo) as usize);
         for (layer, e) in &extents {
-            let (a, b) = (
-                lo.max(e.first_revision),
-                hi.min(e.first_revision + e.count),
-            );
+            let (a, b) = (lo.max(e.first_revision), hi.min(e.first_revision + e.count));
             if a >= b {
                 continue;
             }

@@ -178,12 +178,15 @@ impl Trailer {
         let n = self.events();
         let o = &self.off;
         let at = |i: usize| o.get(i).copied().unwrap_or_default();
-        let expect = |from: usize, bytes: Option<u64>, to: usize| -> std::result::Result<(), String> {
-            match bytes.and_then(|b| at(from).checked_add(b)) {
-                Some(end) if end <= at(to) && at(to) - end < 8 => Ok(()),
-                _ => Err(format!("section {from} does not end where section {to} starts")),
-            }
-        };
+        let expect =
+            |from: usize, bytes: Option<u64>, to: usize| -> std::result::Result<(), String> {
+                match bytes.and_then(|b| at(from).checked_add(b)) {
+                    Some(end) if end <= at(to) && at(to) - end < 8 => Ok(()),
+                    _ => Err(format!(
+                        "section {from} does not end where section {to} starts"
+                    )),
+                }
+            };
         if at(LOCATIONS) != 0 {
             return Err("locations do not start the file".into());
         }
@@ -302,10 +305,12 @@ impl Run {
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let len = map.len() as u64;
         let bad = |offset: u64, reason: String| Error::corruption(path, offset, reason);
-        let trailer_at = map
-            .len()
-            .checked_sub(TRAILER_BYTES)
-            .ok_or_else(|| bad(0, format!("file is {len} bytes, shorter than a run trailer")))?;
+        let trailer_at = map.len().checked_sub(TRAILER_BYTES).ok_or_else(|| {
+            bad(
+                0,
+                format!("file is {len} bytes, shorter than a run trailer"),
+            )
+        })?;
         let (trailer, crcs_crc) = Trailer::decode(map.get(trailer_at..).unwrap_or_default())
             .map_err(|r| bad(trailer_at as u64, r))?;
         trailer
@@ -319,11 +324,15 @@ impl Run {
         if computed != crcs_crc {
             return Err(bad(
                 crcs_off,
-                format!("block table checksum mismatch (stored {crcs_crc:#010x}, computed {computed:#010x})"),
+                format!(
+                    "block table checksum mismatch (stored {crcs_crc:#010x}, computed {computed:#010x})"
+                ),
             ));
         }
         let blocks = crcs_off / BLOCK_BYTES;
-        let verified = (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        let verified = (0..blocks.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Ok(Run {
             path: path.to_path_buf(),
             map,
@@ -361,10 +370,7 @@ impl Run {
                 self.verify_block(block)?;
             }
         }
-        Ok(self
-            .map
-            .get(off as usize..end as usize)
-            .unwrap_or_default())
+        Ok(self.map.get(off as usize..end as usize).unwrap_or_default())
     }
 
     fn verify_block(&self, block: u64) -> Result<()> {
@@ -385,7 +391,9 @@ impl Run {
             return Err(Error::corruption(
                 &self.path,
                 start,
-                format!("index block checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"),
+                format!(
+                    "index block checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                ),
             ));
         }
         if let Some(w) = word {
@@ -500,9 +508,7 @@ impl Run {
             return Ok(Vec::new());
         }
         let b = self.bytes(postings + 8 * from, 8 * (to - from))?;
-        Ok(b.chunks_exact(8)
-            .map(|c| le_u64(c, 0))
-            .collect())
+        Ok(b.chunks_exact(8).map(|c| le_u64(c, 0)).collect())
     }
 
     pub fn posting(&self, table: Table, k: u64) -> Result<u64> {
@@ -511,7 +517,13 @@ impl Run {
     }
 
     /// The first posting index in `from..to` whose position is not below `position`.
-    pub fn posting_partition(&self, table: Table, from: u64, to: u64, position: u64) -> Result<u64> {
+    pub fn posting_partition(
+        &self,
+        table: Table,
+        from: u64,
+        to: u64,
+        position: u64,
+    ) -> Result<u64> {
         let (mut lo, mut hi) = (from, to);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -541,9 +553,10 @@ impl Run {
             self.trailer.off[FILTER] + block * FILTER_BLOCK_BYTES,
             FILTER_BLOCK_BYTES,
         )?;
-        Ok(bits
-            .iter()
-            .all(|&bit| b.get(bit / 8).is_some_and(|byte| byte & (1 << (bit % 8)) != 0)))
+        Ok(bits.iter().all(|&bit| {
+            b.get(bit / 8)
+                .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
+        }))
     }
 
     /// Positions of the events with this id, in order.
@@ -629,7 +642,7 @@ impl RunWriter {
                 .write_all(now)
                 .map_err(|e| Error::io(&self.path, e))?;
             self.at += now.len() as u64;
-            if self.at % BLOCK_BYTES == 0 {
+            if self.at.is_multiple_of(BLOCK_BYTES) {
                 let h = std::mem::take(&mut self.block_hasher);
                 self.crcs.push(h.finalize());
             }
@@ -656,6 +669,9 @@ impl RunWriter {
     }
 }
 
+/// A boxed iterator of fallible items: how run contents flow from layers into a run file.
+pub type Items<'a, T> = Box<dyn Iterator<Item = Result<T>> + 'a>;
+
 /// The contents of a run, as streams of sorted items. Built from memtables, from runs, or from a
 /// merge of both.
 pub struct RunContents<'a> {
@@ -664,10 +680,10 @@ pub struct RunContents<'a> {
     pub streams_total: u64,
     pub types_total: u64,
     pub fingerprint: Fingerprint,
-    pub locations: Box<dyn Iterator<Item = Result<u64>> + 'a>,
-    pub streams: Box<dyn Iterator<Item = Result<Posting>> + 'a>,
-    pub types: Box<dyn Iterator<Item = Result<Posting>> + 'a>,
-    pub ids: Box<dyn Iterator<Item = Result<(u128, u64)>> + 'a>,
+    pub locations: Items<'a, u64>,
+    pub streams: Items<'a, Posting>,
+    pub types: Items<'a, Posting>,
+    pub ids: Items<'a, (u128, u64)>,
 }
 
 /// Writes `contents` to `path` and makes the file durable (it is not renamed into place here).
@@ -759,8 +775,7 @@ fn mix(mut z: u64) -> u64 {
 fn filter_probe(id: u128, blocks: u64) -> (u64, [usize; FILTER_PROBES as usize]) {
     #[expect(clippy::cast_possible_truncation, reason = "the two halves of a u128")]
     let h = mix((id as u64) ^ mix((id >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15));
-    #[expect(clippy::cast_possible_truncation, reason = "a product shifted below u64::MAX")]
-    let block = ((u128::from(h) * u128::from(blocks)) >> 64) as u64;
+    let block = u64::try_from((u128::from(h) * u128::from(blocks)) >> 64).unwrap_or_default();
     let mut g = mix(h);
     let mut bits = [0usize; FILTER_PROBES as usize];
     for b in bits.iter_mut() {
@@ -774,7 +789,7 @@ fn filter_probe(id: u128, blocks: u64) -> (u64, [usize; FILTER_PROBES as usize])
 fn write_table(
     w: &mut RunWriter,
     section: usize,
-    postings: Box<dyn Iterator<Item = Result<Posting>> + '_>,
+    postings: Items<'_, Posting>,
     n: u64,
 ) -> Result<(u64, Vec<u8>, Vec<u8>)> {
     w.start(section)?;
@@ -822,58 +837,38 @@ fn write_table(
 /// name in several layers gets one list: the oldest layer's first revision, then every
 /// position in layer order.
 pub fn merge_postings<'a>(
-    layers: Vec<Box<dyn Iterator<Item = Result<Posting>> + 'a>>,
+    layers: Vec<Items<'a, Posting>>,
 ) -> impl Iterator<Item = Result<Posting>> + 'a {
-    let mut heads: Vec<(Option<Posting>, Box<dyn Iterator<Item = Result<Posting>> + 'a>)> =
-        layers.into_iter().map(|it| (None, it)).collect();
-    let mut failed = false;
-    std::iter::from_fn(move || {
-        if failed {
-            return None;
-        }
-        for (head, it) in heads.iter_mut() {
-            if head.is_none() {
-                match it.next() {
-                    Some(Ok(p)) => *head = Some(p),
-                    Some(Err(e)) => {
-                        failed = true;
-                        return Some(Err(e));
-                    }
-                    None => {}
-                }
-            }
-        }
-        let min = heads
-            .iter()
-            .filter_map(|(h, _)| h.as_ref().map(|p| p.name.clone()))
-            .min()?;
-        let mut out: Option<Posting> = None;
-        for (head, _) in heads.iter_mut() {
-            if head.as_ref().is_some_and(|p| p.name == min)
-                && let Some(p) = head.take()
-            {
-                match out.as_mut() {
-                    None => out = Some(p),
-                    Some(o) => o.positions.extend_from_slice(&p.positions),
-                }
-            }
-        }
-        out.map(Ok)
-    })
+    merge_by(
+        layers,
+        |p: &Posting| p.name.clone(),
+        |into: &mut Posting, next: Posting| into.positions.extend_from_slice(&next.positions),
+    )
 }
 
 /// Merges sorted (id, position) iterators into one sorted iterator.
 pub fn merge_ids<'a>(
-    layers: Vec<Box<dyn Iterator<Item = Result<(u128, u64)>> + 'a>>,
+    layers: Vec<Items<'a, (u128, u64)>>,
 ) -> impl Iterator<Item = Result<(u128, u64)>> + 'a {
-    let mut heads: Vec<(Option<(u128, u64)>, Box<dyn Iterator<Item = Result<(u128, u64)>> + 'a>)> =
-        layers.into_iter().map(|it| (None, it)).collect();
+    // Positions differ between layers, so no two items have the same key.
+    merge_by(layers, |v: &(u128, u64)| *v, |_, _| {})
+}
+
+/// Merges iterators sorted by `key` into one; items of equal key are combined, oldest layer
+/// first. Stops after the first error.
+fn merge_by<'a, T: 'a, K: Ord + 'a>(
+    layers: Vec<Items<'a, T>>,
+    key: impl Fn(&T) -> K + 'a,
+    combine: impl Fn(&mut T, T) + 'a,
+) -> impl Iterator<Item = Result<T>> + 'a {
+    let mut heads: Vec<Option<T>> = layers.iter().map(|_| None).collect();
+    let mut layers = layers;
     let mut failed = false;
     std::iter::from_fn(move || {
         if failed {
             return None;
         }
-        for (head, it) in heads.iter_mut() {
+        for (head, it) in heads.iter_mut().zip(layers.iter_mut()) {
             if head.is_none() {
                 match it.next() {
                     Some(Ok(v)) => *head = Some(v),
@@ -885,10 +880,18 @@ pub fn merge_ids<'a>(
                 }
             }
         }
-        let (head, _) = heads
-            .iter_mut()
-            .filter(|(h, _)| h.is_some())
-            .min_by_key(|(h, _)| *h)?;
-        head.take().map(Ok)
+        let min = heads.iter().flatten().map(&key).min()?;
+        let mut out: Option<T> = None;
+        for head in heads.iter_mut() {
+            if head.as_ref().is_some_and(|v| key(v) == min)
+                && let Some(v) = head.take()
+            {
+                match out.as_mut() {
+                    None => out = Some(v),
+                    Some(o) => combine(o, v),
+                }
+            }
+        }
+        out.map(Ok)
     })
 }

@@ -88,9 +88,19 @@ fn empty_index() {
     assert_eq!(ix.location(0).unwrap(), None);
     assert_eq!(ix.location(1).unwrap(), None);
     assert_eq!(ix.stream_revision("a", ALL).unwrap(), None);
-    assert_eq!(ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(), None);
-    assert_eq!(ix.stream_positions("a", ALL, Backwards, 10, ALL).unwrap(), None);
-    assert!(ix.type_positions("X", 0, Forwards, 10, ALL).unwrap().is_empty());
+    assert_eq!(
+        ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(),
+        None
+    );
+    assert_eq!(
+        ix.stream_positions("a", ALL, Backwards, 10, ALL).unwrap(),
+        None
+    );
+    assert!(
+        ix.type_positions("X", 0, Forwards, 10, ALL)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(ix.revision_in_stream("a", 1).unwrap(), None);
     assert_eq!(ix.position_of_revision("a", 0).unwrap(), None);
     assert_eq!(ix.position_of_id(0).unwrap(), None);
@@ -120,7 +130,10 @@ fn insert_rejects_position_gaps_and_repeats() {
     // Nothing was changed by the failed inserts.
     assert_eq!(ix.location(2).unwrap(), None);
     assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(0));
-    assert_eq!(ix.type_positions("X", 0, Forwards, 10, ALL).unwrap(), vec![1]);
+    assert_eq!(
+        ix.type_positions("X", 0, Forwards, 10, ALL).unwrap(),
+        vec![1]
+    );
     assert_eq!(ix.position_of_id(2).unwrap(), None);
     ix.insert(entry(2, "a", "X", 1, 2)).unwrap();
     assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(1));
@@ -170,7 +183,10 @@ fn stream_names_are_exact() {
     assert_eq!(ix.stream_revision("order", ALL).unwrap(), Some(0));
     assert_eq!(ix.stream_revision("", ALL).unwrap(), Some(0));
     assert_eq!(ix.stream_revision("orde", ALL).unwrap(), None);
-    assert_eq!(ix.type_positions("", 0, Forwards, 10, ALL).unwrap(), vec![4]);
+    assert_eq!(
+        ix.type_positions("", 0, Forwards, 10, ALL).unwrap(),
+        vec![4]
+    );
 }
 
 // ---- stream_revision ----------------------------------------------------------------------
@@ -209,7 +225,10 @@ fn stream_revision_counts_only_visible_events() {
 #[test]
 fn stream_positions_forwards() {
     let ix = sample();
-    let a = |from, count, visible| ix.stream_positions("a", from, Forwards, count, visible).unwrap();
+    let a = |from, count, visible| {
+        ix.stream_positions("a", from, Forwards, count, visible)
+            .unwrap()
+    };
     assert_eq!(a(0, 10, ALL), Some(vec![(0, 1), (1, 3), (2, 5), (3, 7)]));
     assert_eq!(a(0, 2, ALL), Some(vec![(0, 1), (1, 3)]));
     assert_eq!(a(1, 2, ALL), Some(vec![(1, 3), (2, 5)]));
@@ -226,13 +245,19 @@ fn stream_positions_forwards() {
     // No visible event: no stream.
     assert_eq!(a(0, 10, 0), None);
     assert_eq!(ix.stream_positions("c", 0, Forwards, 10, 3).unwrap(), None);
-    assert_eq!(ix.stream_positions("nope", 0, Forwards, 10, ALL).unwrap(), None);
+    assert_eq!(
+        ix.stream_positions("nope", 0, Forwards, 10, ALL).unwrap(),
+        None
+    );
 }
 
 #[test]
 fn stream_positions_backwards() {
     let ix = sample();
-    let a = |from, count, visible| ix.stream_positions("a", from, Backwards, count, visible).unwrap();
+    let a = |from, count, visible| {
+        ix.stream_positions("a", from, Backwards, count, visible)
+            .unwrap()
+    };
     assert_eq!(
         a(u64::MAX, 10, ALL),
         Some(vec![(3, 7), (2, 5), (1, 3), (0, 1)])
@@ -255,7 +280,8 @@ fn stream_positions_backwards() {
     assert_eq!(a(1, 10, 4), Some(vec![(1, 3), (0, 1)]));
     assert_eq!(a(u64::MAX, 10, 0), None);
     assert_eq!(
-        ix.stream_positions("nope", u64::MAX, Backwards, 10, ALL).unwrap(),
+        ix.stream_positions("nope", u64::MAX, Backwards, 10, ALL)
+            .unwrap(),
         None
     );
 }
@@ -265,8 +291,12 @@ fn stream_positions_agree_with_revision_lookups() {
     let ix = sample();
     for stream in ["a", "b", "c"] {
         for visible in 0..=9 {
-            let fwd = ix.stream_positions(stream, 0, Forwards, usize::MAX, visible).unwrap();
-            let bwd = ix.stream_positions(stream, u64::MAX, Backwards, usize::MAX, visible).unwrap();
+            let fwd = ix
+                .stream_positions(stream, 0, Forwards, usize::MAX, visible)
+                .unwrap();
+            let bwd = ix
+                .stream_positions(stream, u64::MAX, Backwards, usize::MAX, visible)
+                .unwrap();
             match ix.stream_revision(stream, visible).unwrap() {
                 None => assert!(fwd.is_none() && bwd.is_none()),
                 Some(top) => {
@@ -292,7 +322,10 @@ fn stream_positions_agree_with_revision_lookups() {
 fn type_positions_forwards() {
     let ix = sample();
     // Type X is at positions 1, 3, 4, 6, 8.
-    let x = |from, count, visible| ix.type_positions("X", from, Forwards, count, visible).unwrap();
+    let x = |from, count, visible| {
+        ix.type_positions("X", from, Forwards, count, visible)
+            .unwrap()
+    };
     assert_eq!(x(0, 10, ALL), vec![1, 3, 4, 6, 8]);
     assert_eq!(x(1, 10, ALL), vec![1, 3, 4, 6, 8]);
     assert_eq!(x(2, 10, ALL), vec![3, 4, 6, 8]);
@@ -307,7 +340,10 @@ fn type_positions_forwards() {
     assert_eq!(x(0, 10, 5), vec![1, 3, 4]);
     assert_eq!(x(5, 10, 5), Vec::<u64>::new());
     assert_eq!(x(0, 10, 0), Vec::<u64>::new());
-    assert_eq!(ix.type_positions("Z", 0, Forwards, 10, ALL).unwrap(), vec![7]);
+    assert_eq!(
+        ix.type_positions("Z", 0, Forwards, 10, ALL).unwrap(),
+        vec![7]
+    );
     assert_eq!(
         ix.type_positions("Z", 0, Forwards, 10, 6).unwrap(),
         Vec::<u64>::new()
@@ -321,7 +357,10 @@ fn type_positions_forwards() {
 #[test]
 fn type_positions_backwards() {
     let ix = sample();
-    let x = |from, count, visible| ix.type_positions("X", from, Backwards, count, visible).unwrap();
+    let x = |from, count, visible| {
+        ix.type_positions("X", from, Backwards, count, visible)
+            .unwrap()
+    };
     assert_eq!(x(u64::MAX, 10, ALL), vec![8, 6, 4, 3, 1]);
     assert_eq!(x(8, 10, ALL), vec![8, 6, 4, 3, 1]);
     assert_eq!(x(7, 10, ALL), vec![6, 4, 3, 1]);
@@ -336,11 +375,13 @@ fn type_positions_backwards() {
     assert_eq!(x(3, 10, 5), vec![3, 1]);
     assert_eq!(x(u64::MAX, 10, 0), Vec::<u64>::new());
     assert_eq!(
-        ix.type_positions("Y", u64::MAX, Backwards, 10, ALL).unwrap(),
+        ix.type_positions("Y", u64::MAX, Backwards, 10, ALL)
+            .unwrap(),
         vec![5, 2]
     );
     assert_eq!(
-        ix.type_positions("nope", u64::MAX, Backwards, 10, ALL).unwrap(),
+        ix.type_positions("nope", u64::MAX, Backwards, 10, ALL)
+            .unwrap(),
         Vec::<u64>::new()
     );
 }
@@ -417,11 +458,19 @@ fn large_stream_visibility() {
     for visible in 0..=n + 1 {
         let t_count = visible.min(n) / 3;
         let want = t_count.checked_sub(1);
-        assert_eq!(ix.stream_revision("t", visible).unwrap(), want, "visible {visible}");
-        let evens = ix.type_positions("E", 0, Forwards, usize::MAX, visible).unwrap();
+        assert_eq!(
+            ix.stream_revision("t", visible).unwrap(),
+            want,
+            "visible {visible}"
+        );
+        let evens = ix
+            .type_positions("E", 0, Forwards, usize::MAX, visible)
+            .unwrap();
         assert_eq!(evens.len() as u64, visible.min(n) / 2);
         assert!(evens.iter().all(|&p| p <= visible && p % 2 == 0));
-        let back = ix.type_positions("O", u64::MAX, Backwards, 3, visible).unwrap();
+        let back = ix
+            .type_positions("O", u64::MAX, Backwards, 3, visible)
+            .unwrap();
         let top_odd = if visible.min(n) % 2 == 1 {
             visible.min(n)
         } else {
@@ -460,7 +509,11 @@ fn assert_same_answers(want: &Index, got: &Index, n: u64, min_visible: u64, name
     let types = ["A", "B", "C"];
     assert_eq!(got.counts(), want.counts());
     for p in 0..=n + 1 {
-        assert_eq!(got.location(p).unwrap(), want.location(p).unwrap(), "location {p}");
+        assert_eq!(
+            got.location(p).unwrap(),
+            want.location(p).unwrap(),
+            "location {p}"
+        );
     }
     let cuts = [min_visible, min_visible + 1, (min_visible + n) / 2, n, ALL];
     for &visible in cuts.iter().filter(|&&v| v >= min_visible) {
@@ -520,7 +573,10 @@ fn assert_same_answers(want: &Index, got: &Index, n: u64, min_visible: u64, name
         }
     }
     for id in 0..40u128 {
-        assert_eq!(got.position_of_id(id).unwrap(), want.position_of_id(id).unwrap());
+        assert_eq!(
+            got.position_of_id(id).unwrap(),
+            want.position_of_id(id).unwrap()
+        );
     }
 }
 
@@ -570,7 +626,8 @@ fn layered_index_answers_like_one_memtable() {
                 got.install_run(run).unwrap();
                 if got.runs().len() >= 2 && rng.below(2) == 0 {
                     let k = got.runs().len();
-                    let merged = write_and_open(dir.path(), merge_runs(&got.runs()[k - 2..]).unwrap());
+                    let merged =
+                        write_and_open(dir.path(), merge_runs(&got.runs()[k - 2..]).unwrap());
                     got.install_merge(2, merged).unwrap();
                 }
             }
@@ -644,7 +701,10 @@ fn damaged_run_blocks_are_errors_not_answers() {
     }
     // A damaged trailer or block table, a truncated file, a foreign version: refused at open.
     let len = bytes.len();
-    for (what, at) in [("trailer", len - 10), ("block table", len - run::TRAILER_BYTES - 2)] {
+    for (what, at) in [
+        ("trailer", len - 10),
+        ("block table", len - run::TRAILER_BYTES - 2),
+    ] {
         let mut b = bytes.clone();
         b[at] ^= 1;
         std::fs::write(&path, &b).unwrap();
@@ -655,7 +715,10 @@ fn damaged_run_blocks_are_errors_not_answers() {
     }
     for cut in [1, 100, run::TRAILER_BYTES, len - 1] {
         std::fs::write(&path, &bytes[..len - cut]).unwrap();
-        assert!(matches!(Run::open(&path), Err(Error::Corruption { .. })), "cut {cut}");
+        assert!(
+            matches!(Run::open(&path), Err(Error::Corruption { .. })),
+            "cut {cut}"
+        );
     }
     let mut b = bytes.clone();
     b[len - run::TRAILER_BYTES + 8] = 9;

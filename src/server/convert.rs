@@ -127,6 +127,22 @@ pub fn recorded(e: &RecordedEvent) -> proto::RecordedEvent {
     }
 }
 
+/// A snapshot as a message; its data is shared, not copied.
+pub fn snapshot(s: crate::Snapshot) -> proto::Snapshot {
+    proto::Snapshot {
+        stream: s.stream,
+        revision: s.revision.0,
+        schema: s.schema,
+        data: s.data,
+        timestamp_us: s.timestamp_us,
+    }
+}
+
+/// The approximate encoded size of a response carrying this snapshot.
+pub fn snapshot_bytes(s: &crate::Snapshot) -> usize {
+    s.stream.len() + s.schema.len() + s.data.len() + EVENT_OVERHEAD_BYTES
+}
+
 /// The approximate encoded size of a converted event.
 pub fn proto_event_bytes(e: &proto::RecordedEvent) -> usize {
     e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + EVENT_OVERHEAD_BYTES

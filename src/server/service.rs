@@ -45,6 +45,21 @@ impl EventStoreService {
     fn page_budget(&self) -> usize {
         self.shared.config.message_bytes_max / 2
     }
+
+    /// A snapshot as a message, or RESOURCE_EXHAUSTED when it is too large to send (possible
+    /// only when the server's message limit is below the store's snapshot size limit).
+    fn snapshot_reply(&self, snapshot: crate::Snapshot) -> Result<proto::Snapshot, Status> {
+        let limit = self.shared.config.message_bytes_max;
+        let size = convert::snapshot_bytes(&snapshot);
+        if size > limit {
+            return Err(status::to_status(&crate::Error::LimitExceeded {
+                what: "response message bytes",
+                limit: limit as u64,
+                actual: size as u64,
+            }));
+        }
+        Ok(convert::snapshot(snapshot))
+    }
 }
 
 #[tonic::async_trait]
@@ -85,6 +100,20 @@ impl EventStore for EventStoreService {
     ) -> Result<Response<Self::ReadStreamStream>, Status> {
         let r = request.into_inner();
         let direction = convert::direction(r.direction)?;
+        if r.from_snapshot {
+            // The read starts after the snapshot and goes forwards; anything else contradicts it.
+            if r.from_revision.is_some() {
+                return Err(status::invalid_argument(
+                    "from_snapshot reads from the stream's latest snapshot: from_revision must \
+                     be absent",
+                ));
+            }
+            if direction != Direction::Forwards {
+                return Err(status::invalid_argument(
+                    "from_snapshot reads forwards from the snapshot: direction must be forwards",
+                ));
+            }
+        }
         let from = Revision(r.from_revision.unwrap_or(match direction {
             Direction::Forwards => 0,
             Direction::Backwards => u64::MAX,
@@ -93,17 +122,38 @@ impl EventStore for EventStoreService {
         let page = self.shared.config.read_page_events;
         let budget = self.page_budget();
         let store = Arc::clone(&self.shared.store);
-        let read_page = move |from: Revision, count: u64| {
-            let store = Arc::clone(&store);
-            let stream = r.stream.clone();
-            blocking(move || store.read_stream(&stream, from, direction, count))
+        let stream = r.stream;
+        let read_page = {
+            let stream = stream.clone();
+            move |from: Revision, count: u64| {
+                let store = Arc::clone(&store);
+                let stream = stream.clone();
+                blocking(move || store.read_stream(&stream, from, direction, count))
+            }
         };
         // The first page is read before answering, so a missing stream is a NOT_FOUND status
         // rather than an error in the middle of a stream.
         let count = remaining.min(page);
-        let first = read_page(from, count).await?;
+        let (snapshot_reply, first) = if r.from_snapshot {
+            let store = Arc::clone(&self.shared.store);
+            let (snapshot, events) =
+                blocking(move || store.read_stream_from_snapshot(&stream, count)).await?;
+            let snapshot = snapshot.map(|s| self.snapshot_reply(s)).transpose()?;
+            let reply = proto::ReadStreamResponse {
+                events: Vec::new(),
+                snapshot,
+            };
+            (Some(reply), events)
+        } else {
+            (None, read_page(from, count).await?)
+        };
         let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
         tokio::spawn(async move {
+            if let Some(reply) = snapshot_reply
+                && tx.send(Ok(reply)).await.is_err()
+            {
+                return;
+            }
             let mut events = first;
             let mut asked = count;
             loop {
@@ -117,7 +167,10 @@ impl EventStore for EventStoreService {
                 let converted = events.iter().map(convert::recorded).collect();
                 for events in convert::pages(converted, budget) {
                     if tx
-                        .send(Ok(proto::ReadStreamResponse { events }))
+                        .send(Ok(proto::ReadStreamResponse {
+                            events,
+                            snapshot: None,
+                        }))
                         .await
                         .is_err()
                     {
@@ -257,6 +310,30 @@ impl EventStore for EventStoreService {
             Ok(None) => Err(status::to_status(&crate::Error::StreamNotFound { stream })),
             Err(e) => Err(status::to_status(&e)),
         }
+    }
+
+    async fn save_snapshot(
+        &self,
+        request: Request<proto::SaveSnapshotRequest>,
+    ) -> Result<Response<proto::SaveSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let store = Arc::clone(&self.shared.store);
+        // The save syncs the snapshot log: the blocking pool, not a runtime worker.
+        blocking(move || store.save_snapshot(&r.stream, Revision(r.revision), &r.schema, r.data))
+            .await?;
+        Ok(Response::new(proto::SaveSnapshotResponse {}))
+    }
+
+    async fn load_snapshot(
+        &self,
+        request: Request<proto::LoadSnapshotRequest>,
+    ) -> Result<Response<proto::LoadSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let at_or_below = Revision(r.at_or_below.unwrap_or(u64::MAX));
+        let store = Arc::clone(&self.shared.store);
+        let snapshot = blocking(move || store.load_snapshot(&r.stream, at_or_below)).await?;
+        let snapshot = snapshot.map(|s| self.snapshot_reply(s)).transpose()?;
+        Ok(Response::new(proto::LoadSnapshotResponse { snapshot }))
     }
 
     async fn server_info(

@@ -225,10 +225,10 @@ pub(crate) fn run_thread(shared: Arc<Shared>) {
             let due = |shared: &Shared| {
                 let pending = shared.visible() - shared.index.read().runs_end();
                 let by_count = pending >= every;
-                let by_time = !interval.is_zero()
-                    && pending > 0
-                    && last_checkpoint.elapsed() >= interval;
-                (by_count || by_time) && backoff.is_none_or(|b| b.elapsed() >= Duration::from_secs(5))
+                let by_time =
+                    !interval.is_zero() && pending > 0 && last_checkpoint.elapsed() >= interval;
+                (by_count || by_time)
+                    && backoff.is_none_or(|b| b.elapsed() >= Duration::from_secs(5))
             };
             if !due(&shared) {
                 let wait = if interval.is_zero() {
@@ -317,7 +317,10 @@ fn fingerprint_of(shared: &Shared, frozen: &Frozen, last: u64) -> Result<Fingerp
         .location(last)
         .ok_or_else(|| Error::InvalidArgument(format!("memtable has no location for {last}")))?;
     let view = shared.segment(location.segment).ok_or_else(|| {
-        Error::InvalidArgument(format!("no segment {} for position {last}", location.segment))
+        Error::InvalidArgument(format!(
+            "no segment {} for position {last}",
+            location.segment
+        ))
     })?;
     let at = location.offset as usize;
     let frame_crc = view
@@ -325,7 +328,9 @@ fn fingerprint_of(shared: &Shared, frozen: &Frozen, last: u64) -> Result<Fingerp
         .get(at + 4..at + FRAME_PREFIX_BYTES)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_le_bytes)
-        .ok_or_else(|| Error::corruption(&view.path, location.offset.into(), "frame out of range"))?;
+        .ok_or_else(|| {
+            Error::corruption(&view.path, location.offset.into(), "frame out of range")
+        })?;
     // Under a weaker fsync policy visible events may not be on disk yet; a run must never
     // cover events the log could lose, so the segment is synced first.
     if shared.config.fsync != FsyncPolicy::Always {

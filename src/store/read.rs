@@ -218,9 +218,8 @@ impl Shared {
         const CHUNK: u64 = 1024;
         while position >= 1 && events.len() < count && scanned < scan_max {
             let low = position.saturating_sub(CHUNK - 1).max(1);
-            let located: Vec<(u64, Location)> = {
-                locate(&self.index.read(), (low..=position).rev())?
-            };
+            let located: Vec<(u64, Location)> =
+                { locate(&self.index.read(), (low..=position).rev())? };
             for (p, location) in located {
                 let event = self.decode_at(location, p)?;
                 position = p - 1;

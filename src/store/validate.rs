@@ -85,7 +85,7 @@ fn check_event(config: &Config, event: &EventData) -> Result<()> {
 }
 
 /// Names are non-empty, at most `max` bytes, and free of control characters.
-fn check_name(what: &'static str, name: &str, max: u64) -> Result<()> {
+pub(super) fn check_name(what: &'static str, name: &str, max: u64) -> Result<()> {
     if name.is_empty() {
         return Err(Error::InvalidArgument(format!("{what} is empty")));
     }

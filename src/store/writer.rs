@@ -496,8 +496,9 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
             event_id: first_id.unwrap_or_default(),
             revision: Revision(r),
         };
-        let position =
-            |rev| -> Result<u64> { Ok(index.position_of_revision(stream, rev)?.unwrap_or_default()) };
+        let position = |rev| -> Result<u64> {
+            Ok(index.position_of_revision(stream, rev)?.unwrap_or_default())
+        };
         // The stored events must be this append's: same ids, consecutive revisions, and
         // consecutive positions (one commit), or it is not a retry of one append.
         let first = position(r)?;

@@ -73,17 +73,25 @@ fn scan(
     expected: Option<u64>,
 ) -> (Result<SegmentScan>, Vec<(u64, u64)>) {
     let mut seen = Vec::new();
-    let result = scan_segment(Path::new(PATH), bytes, role, expected, None, None, &mut |f| {
-        let end = usize::try_from(f.offset).unwrap() + f.frame.frame_len;
-        assert_eq!(
-            f.payload,
-            &bytes[usize::try_from(f.offset).unwrap() + FRAME_PREFIX_BYTES..end],
-            "payload of the frame at {}",
-            f.offset
-        );
-        seen.push((f.offset, f.frame.header.position));
-        Ok(())
-    });
+    let result = scan_segment(
+        Path::new(PATH),
+        bytes,
+        role,
+        expected,
+        None,
+        None,
+        &mut |f| {
+            let end = usize::try_from(f.offset).unwrap() + f.frame.frame_len;
+            assert_eq!(
+                f.payload,
+                &bytes[usize::try_from(f.offset).unwrap() + FRAME_PREFIX_BYTES..end],
+                "payload of the frame at {}",
+                f.offset
+            );
+            seen.push((f.offset, f.frame.header.position));
+            Ok(())
+        },
+    );
     (result, seen)
 }
 
