@@ -71,6 +71,10 @@ impl Control {
         self.state.lock().stop = true;
         self.wake.notify_one();
     }
+
+    fn stopping(&self) -> bool {
+        self.state.lock().stop
+    }
 }
 
 /// The runs to trust at open, and where the log scan resumes after them.
@@ -382,9 +386,13 @@ fn crash_test_pause() -> Option<Duration> {
     })
 }
 
-/// Merges the last two runs while the older is less than twice the size of the newer.
+/// Merges the last two runs while the older is less than twice the size of the newer. Stops
+/// early when the store is closing: merges can wait for the next open, a close should not.
 fn merge(shared: &Shared) -> Result<()> {
     loop {
+        if shared.checkpoint.stopping() {
+            return Ok(());
+        }
         let runs = shared.index.read().runs().to_vec();
         let [.., older, newer] = runs.as_slice() else {
             return Ok(());
