@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::server::TestServer;
+use common::server::{TestServer, assert_status, expect_err};
 use statestore::server::ServerConfig;
 use statestore::server::proto::event_store_client::EventStoreClient;
 use statestore::server::proto::{
@@ -17,7 +15,6 @@ use statestore::{Config, Revision};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 /// A served store with a connected client. Fields drop in order: client, server, directory.
 struct Fixture {
@@ -128,32 +125,6 @@ async fn read_messages(
         messages.push(m?);
     }
     Ok(messages)
-}
-
-/// Asserts the status code, and the `ErrorInfo` detail: reason, domain `statestore` and exactly
-/// this metadata.
-#[track_caller]
-fn assert_status(status: &Status, code: Code, reason: &str, metadata: &[(&str, &str)]) {
-    assert_eq!(status.code(), code, "code of {status:?}");
-    let details = status.get_error_details();
-    let Some(info) = details.error_info() else {
-        panic!("no ErrorInfo detail in {status:?}");
-    };
-    assert_eq!(info.reason, reason, "reason of {status:?}");
-    assert_eq!(info.domain, "statestore", "domain of {status:?}");
-    let expected: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(info.metadata, expected, "metadata of {status:?}");
-}
-
-#[track_caller]
-fn expect_err<T: std::fmt::Debug>(r: Result<T, Status>) -> Status {
-    match r {
-        Ok(v) => panic!("expected an error status, got {v:?}"),
-        Err(s) => s,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

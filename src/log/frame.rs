@@ -171,14 +171,20 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     buf.extend_from_slice(body.metadata);
     let frame = buf.get_mut(start..).unwrap_or_default();
     debug_assert_eq!(frame.len(), total);
-    let crc = checksum(frame);
-    if let Some(slot) = frame.get_mut(4..8) {
+    seal(frame);
+}
+
+/// Writes the CRC of a `len | crc | payload` record into its CRC field.
+pub(crate) fn seal(record: &mut [u8]) {
+    let crc = checksum(record);
+    if let Some(slot) = record.get_mut(4..8) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
 }
 
-/// CRC of a frame: over the length field and the payload, skipping the CRC field itself.
-fn checksum(frame: &[u8]) -> u32 {
+/// CRC of a `len | crc | payload` record (an event frame, a snapshot record): over the length
+/// field and the payload, skipping the CRC field itself.
+pub(crate) fn checksum(frame: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(frame.get(0..4).unwrap_or_default());
     h.update(frame.get(FRAME_PREFIX_BYTES..).unwrap_or_default());

@@ -31,6 +31,7 @@
 
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
+use crate::log::frame::{checksum, seal};
 use std::ops::Range;
 
 /// Magic bytes at the start of the snapshot log.
@@ -51,6 +52,8 @@ pub const DATA_BYTES_MAX: usize = 1 << 30;
 pub const PAYLOAD_BYTES_MAX: usize =
     RECORD_HEADER_BYTES + u16::MAX as usize + SCHEMA_BYTES_MAX + DATA_BYTES_MAX;
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize - RECORD_PREFIX_BYTES);
+// The CRC helpers are shared with event frames: the same `len | crc | payload` prefix.
+const _: () = assert!(RECORD_PREFIX_BYTES == crate::log::frame::FRAME_PREFIX_BYTES);
 
 pub const KIND_SAVE: u8 = 1;
 pub const KIND_DELETE_STREAM: u8 = 2;
@@ -226,18 +229,7 @@ fn encode(
     buf.extend_from_slice(data);
     let record = buf.get_mut(start..).unwrap_or_default();
     debug_assert_eq!(record.len(), total);
-    let crc = checksum(record);
-    if let Some(slot) = record.get_mut(4..8) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-/// CRC of a record: over the length field and the payload, skipping the CRC field itself.
-fn checksum(record: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(record.get(0..4).unwrap_or_default());
-    h.update(record.get(RECORD_PREFIX_BYTES..).unwrap_or_default());
-    h.finalize()
+    seal(record);
 }
 
 /// Decodes the record at the start of `bytes`.

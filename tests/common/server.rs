@@ -1,5 +1,6 @@
 //! An in-process gRPC server on 127.0.0.1:0 for the API tests, with a connected client.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use statestore::server::{self, ServerConfig};
 use statestore::{Config, Store};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -85,5 +88,31 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Asserts the status code, and the `ErrorInfo` detail: reason, domain `statestore` and exactly
+/// this metadata.
+#[track_caller]
+pub fn assert_status(status: &Status, code: Code, reason: &str, metadata: &[(&str, &str)]) {
+    assert_eq!(status.code(), code, "code of {status:?}");
+    let details = status.get_error_details();
+    let Some(info) = details.error_info() else {
+        panic!("no ErrorInfo detail in {status:?}");
+    };
+    assert_eq!(info.reason, reason, "reason of {status:?}");
+    assert_eq!(info.domain, "statestore", "domain of {status:?}");
+    let expected: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(info.metadata, expected, "metadata of {status:?}");
+}
+
+#[track_caller]
+pub fn expect_err<T: std::fmt::Debug>(r: Result<T, Status>) -> Status {
+    match r {
+        Ok(v) => panic!("expected an error status, got {v:?}"),
+        Err(s) => s,
     }
 }
