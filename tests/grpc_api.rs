@@ -1220,6 +1220,7 @@ async fn get_stream_and_server_info() {
     assert!(i.segments >= 1, "{i:?}");
     assert!(i.segment_bytes >= 1 << 20, "{i:?}");
     assert_eq!(i.subscriptions, 0);
+    assert_eq!((i.checkpoint_position, i.index_runs, i.memtable_events), (0, 0, 0));
 
     let status = expect_err(
         c.get_stream(GetStreamRequest {
@@ -1286,6 +1287,8 @@ async fn get_stream_and_server_info() {
     assert_eq!(i.event_types, 3);
     assert_eq!(i.fsync, "always");
     assert_eq!(i.data_dir, dir);
+    // Far below the checkpoint interval: all four events are indexed in memory only.
+    assert_eq!((i.checkpoint_position, i.index_runs, i.memtable_events), (0, 0, 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -356,6 +356,9 @@ impl EventStore for EventStoreService {
             segment_bytes,
             fsync: store.config().fsync.to_string(),
             subscriptions: self.shared.live.subscribers() as u64,
+            checkpoint_position: stats.checkpoint_position.0,
+            index_runs: stats.index_runs as u64,
+            memtable_events: stats.memtable_events,
         }))
     }
 }
