@@ -1220,7 +1220,10 @@ async fn get_stream_and_server_info() {
     assert!(i.segments >= 1, "{i:?}");
     assert!(i.segment_bytes >= 1 << 20, "{i:?}");
     assert_eq!(i.subscriptions, 0);
-    assert_eq!((i.checkpoint_position, i.index_runs, i.memtable_events), (0, 0, 0));
+    assert_eq!(
+        (i.checkpoint_position, i.index_runs, i.memtable_events),
+        (0, 0, 0)
+    );
 
     let status = expect_err(
         c.get_stream(GetStreamRequest {
@@ -1288,7 +1291,10 @@ async fn get_stream_and_server_info() {
     assert_eq!(i.fsync, "always");
     assert_eq!(i.data_dir, dir);
     // Far below the checkpoint interval: all four events are indexed in memory only.
-    assert_eq!((i.checkpoint_position, i.index_runs, i.memtable_events), (0, 0, 4));
+    assert_eq!(
+        (i.checkpoint_position, i.index_runs, i.memtable_events),
+        (0, 0, 4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
