@@ -509,6 +509,32 @@ impl Index {
         Ok(false)
     }
 
+    /// The locations of `positions` (skipping any the index does not hold), in the same order.
+    /// Neighbouring positions in one layer are looked up together.
+    pub fn locate(&self, positions: &[u64]) -> Result<Vec<(u64, Location)>> {
+        let mut out = Vec::with_capacity(positions.len());
+        let mut i = 0;
+        while let Some(&p) = positions.get(i) {
+            let taken = match self.layer_of(p) {
+                Some(Layer::Run(r)) => {
+                    r.locate_into(positions.get(i..).unwrap_or_default(), &mut out)?
+                }
+                Some(Layer::Mem(m)) => {
+                    let mut n = 0;
+                    for &q in positions.get(i..).unwrap_or_default() {
+                        let Some(l) = m.location(q) else { break };
+                        out.push((q, l));
+                        n += 1;
+                    }
+                    n
+                }
+                None => 0,
+            };
+            i += taken.max(1);
+        }
+        Ok(out)
+    }
+
     pub fn location(&self, position: u64) -> Result<Option<Location>> {
         match self.layer_of(position) {
             Some(layer) => layer.location(position),

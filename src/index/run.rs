@@ -281,7 +281,13 @@ pub struct Run {
     verified: Box<[AtomicU64]>,
     /// Set once a damaged block has been found and the file set aside.
     quarantined: std::sync::atomic::AtomicBool,
+    /// Per table, the name of every [`FENCE`]th entry, loaded on the first lookup: a lookup
+    /// searches these in memory, then one short stretch of entries in the file.
+    fences: [std::sync::OnceLock<Vec<Box<[u8]>>>; 2],
 }
+
+/// Entries per fence: 64 entries are 2 KiB, inside one or two checksum blocks.
+const FENCE: u64 = 64;
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,6 +345,7 @@ impl Run {
             trailer,
             verified,
             quarantined: std::sync::atomic::AtomicBool::new(false),
+            fences: Default::default(),
         })
     }
 
@@ -440,6 +447,31 @@ impl Run {
         )))
     }
 
+    /// Appends `(position, location)` for the leading `positions` this run covers (in any
+    /// order); returns how many it took. The batch form of [`Run::location`] for reads: each
+    /// block's checksum is looked at once per run of neighbouring positions.
+    pub fn locate_into(&self, positions: &[u64], out: &mut Vec<(u64, Location)>) -> Result<usize> {
+        let (first, last) = (self.trailer.first_position, self.trailer.last_position);
+        let base = self.trailer.off[LOCATIONS];
+        let mut checked = u64::MAX;
+        let mut taken = 0;
+        for &p in positions {
+            if p < first || p > last {
+                break;
+            }
+            // Entries are 8-byte aligned from offset 0, so none straddles a block.
+            let off = base + 8 * (p - first);
+            let block = off / BLOCK_BYTES;
+            if block != checked {
+                self.verify_block(block)?;
+                checked = block;
+            }
+            out.push((p, unpack_location(le_u64(&self.map, off as usize))));
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
     fn table(&self, table: Table) -> (u64, u64, u64, u64) {
         let o = &self.trailer.off;
         match table {
@@ -484,11 +516,35 @@ impl Run {
         ))
     }
 
+    fn fences(&self, table: Table) -> Result<&[Box<[u8]>]> {
+        let cell = match table {
+            Table::Streams => &self.fences[0],
+            Table::Types => &self.fences[1],
+        };
+        if let Some(f) = cell.get() {
+            return Ok(f);
+        }
+        let (count, ..) = self.table(table);
+        let mut names = Vec::with_capacity(count.div_ceil(FENCE) as usize);
+        for k in (0..count).step_by(FENCE as usize) {
+            names.push(Box::from(self.entry(table, k)?.0));
+        }
+        // Another thread may have loaded them meanwhile; both loaded the same names.
+        let _ = cell.set(names);
+        Ok(cell.get().map(Vec::as_slice).unwrap_or_default())
+    }
+
     /// The posting list of `name`: (first revision, first posting, end posting).
     pub fn find(&self, table: Table, name: &str) -> Result<Option<(u64, u64, u64)>> {
         let (count, ..) = self.table(table);
         let key = name.as_bytes();
-        let (mut lo, mut hi) = (0u64, count);
+        let fences = self.fences(table)?;
+        // The stretch of FENCE entries whose first name is the last one not above the key.
+        let i = fences.partition_point(|f| f.as_ref() <= key) as u64;
+        if i == 0 {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = ((i - 1) * FENCE, (i * FENCE).min(count));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let (n, first_revision, start, end) = self.entry(table, mid)?;

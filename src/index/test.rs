@@ -796,3 +796,59 @@ fn runs_with_rewritten_trailer_fields_never_panic() {
     // Some mutations (a total, a revision) leave a valid layout; they were read without panic.
     assert!(opened > 0);
 }
+
+/// Name lookups in a run with many entries (several fences): every name is found with its
+/// postings, and names before, between and after them are not.
+#[test]
+fn run_lookups_across_many_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ix = Index::default();
+    let names: Vec<String> = (0..1000).map(|k| format!("s-{:04}", k * 3)).collect();
+    for (k, name) in names.iter().enumerate() {
+        for r in 0..2u64 {
+            let p = 2 * k as u64 + r + 1;
+            ix.insert(IndexEntry {
+                position: p,
+                location: loc(p),
+                stream: name,
+                event_type: &name[..4],
+                revision: r,
+                id: u128::from(p),
+            })
+            .unwrap();
+        }
+    }
+    let frozen = ix.freeze().unwrap();
+    let fp = Fingerprint {
+        location: loc(2000),
+        frame_crc: 0,
+    };
+    let run = write_and_open(dir.path(), frozen.contents(fp));
+    for (k, name) in names.iter().enumerate() {
+        let (first_revision, start, end) = run.find(Table::Streams, name).unwrap().unwrap();
+        assert_eq!(first_revision, 0);
+        let p = 2 * k as u64 + 1;
+        assert_eq!(
+            run.postings(Table::Streams, start, end).unwrap(),
+            vec![p, p + 1]
+        );
+        for missing in [
+            format!("s-{:04}", k * 3 + 1),
+            format!("{name}0"),
+            format!("{name}-"),
+        ] {
+            assert_eq!(
+                run.find(Table::Streams, &missing).unwrap(),
+                None,
+                "{missing}"
+            );
+        }
+    }
+    for missing in ["", "a", "s-", "s-0000-", "t", "\u{10ffff}"] {
+        assert_eq!(
+            run.find(Table::Streams, missing).unwrap(),
+            None,
+            "{missing:?}"
+        );
+    }
+}

@@ -216,9 +216,8 @@ pub(crate) fn run_thread(shared: Arc<Shared>) {
     let interval = shared.config.checkpoint_interval;
     let mut last_checkpoint = Instant::now();
     let mut backoff: Option<Instant> = None;
-    if let Err(e) = merge(&shared) {
-        tracing::error!(error = %e, "merging index runs failed; will retry");
-    }
+    // No merge at start: runs left unmerged by a close are merged after the next checkpoint,
+    // so a restart does not begin with a burst of index writing.
     loop {
         {
             let mut state = shared.checkpoint.state.lock();

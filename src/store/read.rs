@@ -10,20 +10,6 @@ use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::{Location, SegmentView};
 use crate::types::{AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision};
 
-/// The locations of `positions`, skipping any the index does not hold.
-fn locate(
-    index: &crate::index::Index,
-    positions: impl IntoIterator<Item = u64>,
-) -> Result<Vec<(u64, Location)>> {
-    let mut out = Vec::new();
-    for p in positions {
-        if let Some(l) = index.location(p)? {
-            out.push((p, l));
-        }
-    }
-    Ok(out)
-}
-
 impl Store {
     /// Reads up to `max_count` events of `stream` starting at revision `from` (inclusive).
     /// Backwards from [`Revision::END`] starts at the newest event.
@@ -45,7 +31,8 @@ impl Store {
                     stream: stream.to_string(),
                 });
             };
-            locate(&index, entries.into_iter().map(|(_, p)| p))?
+            let positions: Vec<u64> = entries.into_iter().map(|(_, p)| p).collect();
+            index.locate(&positions)?
         };
         self.shared.decode_located(&located)
     }
@@ -75,7 +62,7 @@ impl Store {
         let located: Vec<(u64, Location)> = {
             let index = self.shared.index.read();
             let positions = index.type_positions(event_type, from.0, direction, count, visible)?;
-            locate(&index, positions)?
+            index.locate(&positions)?
         };
         self.shared.decode_located(&located)
     }
@@ -218,8 +205,10 @@ impl Shared {
         const CHUNK: u64 = 1024;
         while position >= 1 && events.len() < count && scanned < scan_max {
             let low = position.saturating_sub(CHUNK - 1).max(1);
-            let located: Vec<(u64, Location)> =
-                { locate(&self.index.read(), (low..=position).rev())? };
+            let located: Vec<(u64, Location)> = {
+                let positions: Vec<u64> = (low..=position).rev().collect();
+                self.index.read().locate(&positions)?
+            };
             for (p, location) in located {
                 let event = self.decode_at(location, p)?;
                 position = p - 1;
