@@ -89,6 +89,17 @@ impl Memtable {
         self.locations.get(i).copied()
     }
 
+    /// The first revision and positions of `name` in this layer (types start at 0).
+    fn list(&self, table: Table, name: &str) -> Option<(u64, &[u64])> {
+        match table {
+            Table::Streams => self
+                .streams
+                .get(name)
+                .map(|s| (s.first_revision, s.positions.as_slice())),
+            Table::Types => self.types.get(name).map(|t| (0, t.as_slice())),
+        }
+    }
+
     fn positions_of_id(&self, id: u128) -> Vec<u64> {
         let mut out: Vec<u64> = self.ids.get(&id).copied().into_iter().collect();
         if let Some(r) = self.id_repeats.get(&id) {
@@ -174,15 +185,8 @@ impl<'a> Layer<'a> {
     fn extent(&self, table: Table, name: &str, visible: u64) -> Result<Option<Extent>> {
         Ok(match self {
             Layer::Mem(m) => {
-                let (first_revision, positions) = match table {
-                    Table::Streams => match m.streams.get(name) {
-                        Some(s) => (s.first_revision, s.positions.as_slice()),
-                        None => return Ok(None),
-                    },
-                    Table::Types => match m.types.get(name) {
-                        Some(t) => (0, t.as_slice()),
-                        None => return Ok(None),
-                    },
+                let Some((first_revision, positions)) = m.list(table, name) else {
+                    return Ok(None);
                 };
                 let count = visible_len(positions, visible) as u64;
                 (count > 0).then_some(Extent {
@@ -216,10 +220,7 @@ impl<'a> Layer<'a> {
         }
         match self {
             Layer::Mem(m) => {
-                let list = match table {
-                    Table::Streams => m.streams.get(name).map(|s| s.positions.as_slice()),
-                    Table::Types => m.types.get(name).map(Vec::as_slice),
-                };
+                let list = m.list(table, name).map(|(_, l)| l);
                 Ok(list
                     .unwrap_or_default()
                     .get(from as usize..to as usize)
@@ -234,11 +235,9 @@ impl<'a> Layer<'a> {
     fn partition(&self, table: Table, name: &str, e: Extent, position: u64) -> Result<u64> {
         match self {
             Layer::Mem(m) => {
-                let list = match table {
-                    Table::Streams => m.streams.get(name).map(|s| s.positions.as_slice()),
-                    Table::Types => m.types.get(name).map(Vec::as_slice),
-                };
-                let list = list
+                let list = m
+                    .list(table, name)
+                    .map(|(_, l)| l)
                     .unwrap_or_default()
                     .get(..e.count as usize)
                     .unwrap_or_default();

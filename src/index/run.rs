@@ -281,13 +281,13 @@ pub struct Run {
     verified: Box<[AtomicU64]>,
     /// Set once a damaged block has been found and the file set aside.
     quarantined: std::sync::atomic::AtomicBool,
-    /// Per table, the name of every [`FENCE`]th entry, loaded on the first lookup: a lookup
-    /// searches these in memory, then one short stretch of entries in the file.
-    fences: [std::sync::OnceLock<Vec<Box<[u8]>>>; 2],
+    /// Per table, (hash of the name, entry index) for every entry, sorted: built on the first
+    /// lookup, so that a lookup is a search in this compact array plus one entry read to
+    /// confirm the name, instead of a binary search probing all over the file.
+    directories: [std::sync::OnceLock<Vec<(u64, u64)>>; 2],
+    /// Seeded per process: the hashes never leave memory, and names come from clients.
+    hasher: foldhash::quality::RandomState,
 }
-
-/// Entries per fence: 64 entries are 2 KiB, inside one or two checksum blocks.
-const FENCE: u64 = 64;
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -345,7 +345,8 @@ impl Run {
             trailer,
             verified,
             quarantined: std::sync::atomic::AtomicBool::new(false),
-            fences: Default::default(),
+            directories: Default::default(),
+            hasher: foldhash::quality::RandomState::default(),
         })
     }
 
@@ -516,42 +517,45 @@ impl Run {
         ))
     }
 
-    fn fences(&self, table: Table) -> Result<&[Box<[u8]>]> {
+    fn name_hash(&self, name: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.hasher.build_hasher();
+        h.write(name);
+        h.finish()
+    }
+
+    fn directory(&self, table: Table) -> Result<&[(u64, u64)]> {
         let cell = match table {
-            Table::Streams => &self.fences[0],
-            Table::Types => &self.fences[1],
+            Table::Streams => &self.directories[0],
+            Table::Types => &self.directories[1],
         };
-        if let Some(f) = cell.get() {
-            return Ok(f);
+        if let Some(d) = cell.get() {
+            return Ok(d);
         }
         let (count, ..) = self.table(table);
-        let mut names = Vec::with_capacity(count.div_ceil(FENCE) as usize);
-        for k in (0..count).step_by(FENCE as usize) {
-            names.push(Box::from(self.entry(table, k)?.0));
+        let mut d = Vec::with_capacity(usize::try_from(count).unwrap_or_default());
+        for k in 0..count {
+            d.push((self.name_hash(self.entry(table, k)?.0), k));
         }
-        // Another thread may have loaded them meanwhile; both loaded the same names.
-        let _ = cell.set(names);
+        d.sort_unstable();
+        // Another thread may have built it meanwhile; both built the same directory.
+        let _ = cell.set(d);
         Ok(cell.get().map(Vec::as_slice).unwrap_or_default())
     }
 
     /// The posting list of `name`: (first revision, first posting, end posting).
     pub fn find(&self, table: Table, name: &str) -> Result<Option<(u64, u64, u64)>> {
-        let (count, ..) = self.table(table);
         let key = name.as_bytes();
-        let fences = self.fences(table)?;
-        // The stretch of FENCE entries whose first name is the last one not above the key.
-        let i = fences.partition_point(|f| f.as_ref() <= key) as u64;
-        if i == 0 {
-            return Ok(None);
-        }
-        let (mut lo, mut hi) = ((i - 1) * FENCE, (i * FENCE).min(count));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let (n, first_revision, start, end) = self.entry(table, mid)?;
-            match n.cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(Some((first_revision, start, end))),
+        let h = self.name_hash(key);
+        let directory = self.directory(table)?;
+        let from = directory.partition_point(|&(x, _)| x < h);
+        for &(x, k) in directory.get(from..).unwrap_or_default() {
+            if x != h {
+                break;
+            }
+            let (n, first_revision, start, end) = self.entry(table, k)?;
+            if n == key {
+                return Ok(Some((first_revision, start, end)));
             }
         }
         Ok(None)
