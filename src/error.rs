@@ -33,6 +33,13 @@ pub enum Error {
     #[error("stream '{stream}' not found")]
     StreamNotFound { stream: String },
 
+    /// The stream is tombstoned (deleted for good): it cannot be read, appended to, or given
+    /// metadata, and its name cannot be reused. A soft-deleted stream reads as
+    /// [`Error::StreamNotFound`] instead, and appending with an expected revision that requires
+    /// the stream to exist gives this error.
+    #[error("stream '{stream}' is deleted")]
+    StreamDeleted { stream: String },
+
     /// A stream name, event type or other argument is not acceptable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

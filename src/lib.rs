@@ -34,7 +34,10 @@ pub mod types;
 pub use config::{Config, FsyncPolicy};
 pub use error::{ActualRevision, Error, Result};
 pub use snapshot::Snapshot;
-pub use store::{Store, StoreStats};
+pub use store::{
+    DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, Store, StoreStats,
+    StreamMetadata, StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
+};
 pub use types::{
     AllSlice, AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, Position,
     RecordedEvent, Revision, StreamAppend, StreamFilter, category_of,

@@ -42,6 +42,10 @@ pub fn to_status(error: &Error) -> Status {
             meta.insert("stream".into(), stream.clone());
             (Code::NotFound, "STREAM_NOT_FOUND")
         }
+        Error::StreamDeleted { stream } => {
+            meta.insert("stream".into(), stream.clone());
+            (Code::FailedPrecondition, "STREAM_DELETED")
+        }
         Error::InvalidArgument(_) | Error::InvalidConfig(_) => {
             (Code::InvalidArgument, "INVALID_ARGUMENT")
         }

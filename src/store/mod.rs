@@ -5,6 +5,7 @@
 //! copy out locations, and decode frames from the memory-mapped segments without any lock.
 
 mod checkpoint;
+mod lifecycle;
 mod read;
 mod snapshots;
 mod validate;
@@ -26,6 +27,11 @@ use crate::lock::DirLock;
 use crate::log::{self, SegmentView};
 use crate::types::{AppendResult, EventData, ExpectedRevision, Position, StreamAppend};
 
+pub use lifecycle::{
+    DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, StreamMetadata,
+    StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
+};
+
 type Listener = Box<dyn Fn(Position) + Send + Sync>;
 
 /// State shared by the store handle, the writer thread and readers.
@@ -35,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     pub(crate) segments: RwLock<Vec<Arc<SegmentView>>>,
     pub(crate) snapshots: crate::snapshot::SnapshotStore,
+    /// Metadata, deletes and tombstones of the streams that have any.
+    pub(crate) lifecycle: lifecycle::Lifecycle,
     /// The highest position readers may see: durable under `FsyncPolicy::Always`.
     visible: AtomicU64,
     commit_mutex: Mutex<()>,
@@ -194,10 +202,19 @@ impl Store {
             inject_failure: AtomicBool::new(false),
             checkpointed_through: AtomicU64::new(checkpoint_end),
             checkpoint: checkpoint::Control::default(),
+            lifecycle: lifecycle::Lifecycle::default(),
             config,
         });
+        let life = lifecycle::load(&shared)?;
+        shared.lifecycle.publish(life.clone());
         let (tx, rx) = mpsc::sync_channel(shared.config.writer_queue_max);
-        let w = writer::Writer::new(shared.clone(), opened.writer, rx, opened.next_position);
+        let w = writer::Writer::new(
+            shared.clone(),
+            opened.writer,
+            rx,
+            opened.next_position,
+            life,
+        );
         let writer = std::thread::Builder::new()
             .name("statestore-writer".into())
             .spawn(move || w.run())
@@ -273,6 +290,17 @@ impl Store {
             Ok(n) => n,
             Err(e) => return Err((e, reply)),
         };
+        self.submit_request(parts, None, encoded_bytes, reply)
+    }
+
+    /// Queues a checked append or lifecycle change for the writer.
+    fn submit_request(
+        &self,
+        parts: Vec<StreamAppend>,
+        op: Option<lifecycle::LifecycleOp>,
+        encoded_bytes: u64,
+        reply: writer::Replier,
+    ) -> std::result::Result<(), (Error, writer::Replier)> {
         if let Some(cause) = self.shared.poison_cause() {
             return Err((Error::Poisoned { cause }, reply));
         }
@@ -283,6 +311,7 @@ impl Store {
         // dropped with the error, which answers `Closed`.
         let _ = tx.send(writer::Request {
             parts,
+            op,
             encoded_bytes,
             reply,
         });

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Shared, Store};
+use super::{Shared, Store, lifecycle};
 use crate::error::{Error, Result};
 use crate::log::frame::{self, Decoded, DecodedFrame, FRAME_PREFIX_BYTES};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
@@ -13,6 +13,10 @@ use crate::types::{AllSlice, ContentType, Direction, Filter, Position, RecordedE
 impl Store {
     /// Reads up to `max_count` events of `stream` starting at revision `from` (inclusive).
     /// Backwards from [`Revision::END`] starts at the newest event.
+    ///
+    /// Only visible events are returned: those the stream's metadata (truncate-before, max
+    /// count, max age) keeps. `StreamNotFound` when the stream has no events or is
+    /// soft-deleted; `StreamDeleted` when it is tombstoned.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -21,6 +25,63 @@ impl Store {
         max_count: u64,
     ) -> Result<Vec<RecordedEvent>> {
         let count = self.check_count(max_count)?;
+        let Some(life) = self.shared.lifecycle.get(stream) else {
+            return self.read_stream_stored(stream, from, direction, count);
+        };
+        if life.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        if life.is_deleted() {
+            return Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            });
+        }
+        let lo = life.first_visible();
+        let now = lifecycle::now_us();
+        match direction {
+            Direction::Forwards => {
+                // Expired events are the oldest: skip past them page by page.
+                let mut out = Vec::new();
+                let mut next = from.0.max(lo);
+                while out.len() < count {
+                    let want = count - out.len();
+                    let page = self.read_stream_stored(stream, Revision(next), direction, want)?;
+                    let full = page.len() == want;
+                    let Some(last) = page.last().map(|e| e.revision.0) else {
+                        break;
+                    };
+                    out.extend(
+                        page.into_iter()
+                            .filter(|e| !life.expired(e.timestamp_us, now)),
+                    );
+                    if !full {
+                        break;
+                    }
+                    next = last + 1;
+                }
+                Ok(out)
+            }
+            Direction::Backwards => {
+                // Everything below the first hidden event is older still, so hidden too.
+                let page = self.read_stream_stored(stream, from, direction, count)?;
+                Ok(page
+                    .into_iter()
+                    .take_while(|e| !life.hides(e.revision.0, e.timestamp_us, now))
+                    .collect())
+            }
+        }
+    }
+
+    /// A stream read of the stored events, metadata aside.
+    fn read_stream_stored(
+        &self,
+        stream: &str,
+        from: Revision,
+        direction: Direction,
+        count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let visible = self.shared.visible();
         let located: Vec<(u64, Location)> = {
             let index = self.shared.index.read();
@@ -37,8 +98,19 @@ impl Store {
         self.shared.decode_located(&located)
     }
 
-    /// The stream's current revision, or `None` when it does not exist.
+    /// The stream's current revision, or `None` when it does not exist or is soft-deleted.
+    /// `StreamDeleted` when it is tombstoned.
     pub fn stream_revision(&self, stream: &str) -> Result<Option<Revision>> {
+        if let Some(life) = self.shared.lifecycle.get(stream) {
+            if life.tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                });
+            }
+            if life.is_deleted() {
+                return Ok(None);
+            }
+        }
         let visible = self.shared.visible();
         Ok(self
             .shared
@@ -49,7 +121,7 @@ impl Store {
     }
 
     /// Reads up to `max_count` events of one type from position `from` (inclusive), through
-    /// the per-type index.
+    /// the per-type index. Events hidden by their stream's metadata are skipped.
     pub fn read_by_type(
         &self,
         event_type: &str,
@@ -59,12 +131,32 @@ impl Store {
     ) -> Result<Vec<RecordedEvent>> {
         let count = self.check_count(max_count)?;
         let visible = self.shared.visible();
-        let located: Vec<(u64, Location)> = {
-            let index = self.shared.index.read();
-            let positions = index.type_positions(event_type, from.0, direction, count, visible)?;
-            index.locate(&positions)?
-        };
-        self.shared.decode_located(&located)
+        let view = self.shared.lifecycle.view();
+        let mut out = Vec::new();
+        let mut from = from.0;
+        while out.len() < count {
+            let want = count - out.len();
+            let located: Vec<(u64, Location)> = {
+                let index = self.shared.index.read();
+                let positions = index.type_positions(event_type, from, direction, want, visible)?;
+                index.locate(&positions)?
+            };
+            let full = located.len() == want;
+            let page = self.shared.decode_located(&located)?;
+            let Some(last) = page.last().map(|e| e.position.0) else {
+                break;
+            };
+            out.extend(page.into_iter().filter(|e| !view.hides_event(e)));
+            if !full {
+                break;
+            }
+            from = match direction {
+                Direction::Forwards => last + 1,
+                Direction::Backwards if last > 1 => last - 1,
+                Direction::Backwards => break,
+            };
+        }
+        Ok(out)
     }
 
     /// The event at `position`, or `None` when there is no visible event there.
@@ -75,7 +167,8 @@ impl Store {
         let Some(location) = self.shared.index.read().location(position.0)? else {
             return Ok(None);
         };
-        self.shared.decode_at(location, position.0).map(Some)
+        let event = self.shared.decode_at(location, position.0)?;
+        Ok((!self.shared.lifecycle.view().hides_event(&event)).then_some(event))
     }
 
     /// Reads the whole log from `from` (inclusive) in `direction`, returning up to `max_count`
@@ -139,6 +232,7 @@ impl Shared {
         let mut segment = self.segment_or_err(location.segment)?;
         let mut position = start;
         let mut scanned = 0u64;
+        let view = self.lifecycle.view();
         while position <= visible && events.len() < count && scanned < scan_max {
             let rest = segment
                 .bytes
@@ -167,7 +261,7 @@ impl Shared {
                 ));
             }
             let len = f.frame_len as u32;
-            let keep = filter.is_empty() || {
+            let keep = (filter.is_empty() && !view.is_active()) || {
                 let payload_start = location.offset as usize + FRAME_PREFIX_BYTES;
                 let payload = segment
                     .bytes
@@ -175,6 +269,7 @@ impl Shared {
                     .unwrap_or_default();
                 let body = f.body(payload);
                 filter.matches(body.stream, body.event_type)
+                    && !view.hides(body.stream, f.header.revision, f.header.timestamp_us)
             };
             if keep {
                 events.push(build_event(&segment, location.offset, &f));
@@ -202,6 +297,7 @@ impl Shared {
         let mut events = Vec::with_capacity(count.min(1024));
         let mut position = top;
         let mut scanned = 0u64;
+        let view = self.lifecycle.view();
         const CHUNK: u64 = 1024;
         while position >= 1 && events.len() < count && scanned < scan_max {
             let low = position.saturating_sub(CHUNK - 1).max(1);
@@ -213,7 +309,9 @@ impl Shared {
                 let event = self.decode_at(location, p)?;
                 position = p - 1;
                 scanned += 1;
-                if filter.is_empty() || filter.matches(event.stream(), event.event_type()) {
+                if (filter.is_empty() || filter.matches(event.stream(), event.event_type()))
+                    && !view.hides_event(&event)
+                {
                     events.push(event);
                     if events.len() == count {
                         break;
@@ -231,7 +329,7 @@ impl Shared {
         })
     }
 
-    fn decode_located(&self, located: &[(u64, Location)]) -> Result<Vec<RecordedEvent>> {
+    pub(super) fn decode_located(&self, located: &[(u64, Location)]) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::with_capacity(located.len());
         let mut current: Option<Arc<SegmentView>> = None;
         let mut current_index = u32::MAX;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
+use super::lifecycle::{METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, TOMBSTONE_EVENT_TYPE};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, EventBody};
@@ -27,7 +28,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
     let mut events_total = 0u64;
     let mut bytes_total = 0u64;
     for part in parts.iter_mut() {
-        check_name("stream name", &part.stream, config.stream_name_bytes_max)?;
+        check_stream_name(config, &part.stream)?;
         if !seen.insert(part.stream.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "stream '{}' appears twice in one append",
@@ -77,11 +78,30 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
 
 fn check_event(config: &Config, event: &EventData) -> Result<()> {
     check_name("event type", &event.event_type, config.event_type_bytes_max)?;
+    if [METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE].contains(&event.event_type.as_str()) {
+        return Err(Error::InvalidArgument(format!(
+            "the event type '{}' is reserved for the store's own records",
+            event.event_type
+        )));
+    }
     limit(
         "event bytes (data + metadata)",
         config.event_bytes_max,
         event.data.len() as u64 + event.metadata.len() as u64,
     )
+}
+
+/// A stream name a client may append to: a valid name, not a `$$` metadata stream (those are
+/// written only through the stream metadata calls).
+pub(super) fn check_stream_name(config: &Config, stream: &str) -> Result<()> {
+    check_name("stream name", stream, config.stream_name_bytes_max)?;
+    if stream.starts_with(METADATA_STREAM_PREFIX) {
+        return Err(Error::InvalidArgument(format!(
+            "stream '{stream}' is a metadata stream (its name starts with '{METADATA_STREAM_PREFIX}'); \
+             set stream metadata instead of appending to it"
+        )));
+    }
+    Ok(())
 }
 
 /// Names are non-empty, at most `max` bytes, and free of control characters.
@@ -115,7 +135,7 @@ fn limit(what: &'static str, limit: u64, actual: u64) -> Result<()> {
 ///
 /// One OS random call per id costs a system call, which shows in batch appends; instead each
 /// thread seeds a SplitMix64 generator from the OS once. Ids must be unique, not secret.
-fn new_event_id() -> Uuid {
+pub(super) fn new_event_id() -> Uuid {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(Uuid::new_v4().as_u64_pair().0);

@@ -16,7 +16,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
 use super::Shared;
+use super::lifecycle::{self, LifecycleOp, StreamLife, StreamMetadata};
 use crate::config::FsyncPolicy;
 use crate::error::{ActualRevision, Error, Result};
 use crate::index::{Index, IndexEntry};
@@ -26,6 +29,8 @@ use crate::types::{AppendResult, ExpectedRevision, Position, Revision, StreamApp
 
 pub struct Request {
     pub parts: Vec<StreamAppend>,
+    /// A metadata change, delete or tombstone instead of an append (`parts` is then empty).
+    pub op: Option<LifecycleOp>,
     pub encoded_bytes: u64,
     pub reply: Replier,
 }
@@ -112,6 +117,11 @@ pub struct Writer {
     acks: Option<std::sync::mpsc::Sender<Vec<(Replier, Answer)>>>,
     /// Groups handed to the acknowledging thread and not yet fully answered.
     acks_pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The lifecycle state including the commits staged and not yet published; what the checks
+    /// of later requests in the same group must see.
+    life: HashMap<String, StreamLife>,
+    /// Streams whose lifecycle state changed in the group being committed.
+    life_changed: Vec<String>,
 }
 
 impl Writer {
@@ -120,8 +130,11 @@ impl Writer {
         log: LogWriter,
         rx: Receiver<Request>,
         next_position: u64,
+        life: HashMap<String, StreamLife>,
     ) -> Writer {
         Writer {
+            life,
+            life_changed: Vec::new(),
             shared,
             log,
             rx,
@@ -241,7 +254,7 @@ impl Writer {
             let result = if io_error.is_some() {
                 Err(Error::Closed)
             } else {
-                match self.stage(r.parts, durable_through) {
+                match self.stage(r.parts, r.op, durable_through) {
                     Err(e @ Error::Io { .. }) => {
                         io_error = Some(e);
                         Err(Error::Closed)
@@ -273,6 +286,18 @@ impl Writer {
                 .collect();
             self.answer(answers);
             return;
+        }
+        if !self.life_changed.is_empty() {
+            // Durable now: readers apply the new rules from the moment the commit is visible.
+            let mut changed = std::mem::take(&mut self.life_changed);
+            changed.sort_unstable();
+            changed.dedup();
+            let life = &self.life;
+            self.shared.lifecycle.publish(
+                changed
+                    .into_iter()
+                    .filter_map(|s| life.get(&s).cloned().map(|l| (s, l))),
+            );
         }
         if self.next_position - 1 > self.shared.visible() {
             self.shared.publish(Position(self.next_position - 1));
@@ -344,18 +369,29 @@ impl Writer {
         self.shared.set_poisoned(e.to_string());
     }
 
-    /// Checks one append and, if accepted, encodes it into the buffer and the index.
+    /// Checks one append (or lifecycle change) and, if accepted, encodes it into the buffer and
+    /// the index.
     fn stage(
         &mut self,
         parts: Vec<StreamAppend>,
+        op: Option<LifecycleOp>,
         durable_through: u64,
     ) -> Result<Vec<AppendResult>> {
+        if let Some(op) = op {
+            return self.stage_lifecycle(op, durable_through);
+        }
         let mut currents = Vec::with_capacity(parts.len());
         let mut duplicates = Vec::new();
         {
             let index = self.shared.index.read();
             for part in &parts {
-                match check_part(&index, part)? {
+                let life = self.life.get(&part.stream);
+                if life.is_some_and(|l| l.tombstoned) {
+                    return Err(Error::StreamDeleted {
+                        stream: part.stream.clone(),
+                    });
+                }
+                match check_part(&index, part, life)? {
                     Outcome::Fresh(current) => currents.push(current),
                     Outcome::Duplicate(result) => duplicates.push((part.stream.as_str(), result)),
                 }
@@ -380,7 +416,152 @@ impl Writer {
                 ),
             });
         }
+        if self.life.is_empty() {
+            return self.write_parts(&parts, currents, durable_through);
+        }
+        // A soft-deleted stream comes back: in the same commit, before its events, its metadata
+        // again with truncate-before at its old last revision + 1.
+        let mut revived = Vec::new();
+        for (part, current) in parts.iter().zip(&currents) {
+            if let Some(life) = self.life.get(&part.stream)
+                && life.is_deleted()
+            {
+                let metadata = StreamMetadata {
+                    truncate_before: Some(Revision(current.map_or(0, |r| r + 1))),
+                    ..life.metadata.clone()
+                };
+                revived.push((part.stream.clone(), life.meta_revision, metadata));
+            }
+        }
+        let extra = revived.len();
+        let mut all_parts = Vec::with_capacity(extra + parts.len());
+        let mut all_currents = Vec::with_capacity(extra + parts.len());
+        for (stream, meta_revision, metadata) in &revived {
+            all_parts.push(lifecycle::metadata_part(stream, metadata));
+            all_currents.push(*meta_revision);
+        }
+        all_parts.extend(parts);
+        all_currents.extend(currents);
+        let mut results = self.write_parts(&all_parts, all_currents, durable_through)?;
+        for ((stream, _, metadata), result) in revived.into_iter().zip(&results) {
+            let life = self.life.entry(stream.clone()).or_default();
+            life.meta_revision = Some(result.revision.0);
+            life.metadata = metadata;
+        }
+        for (part, result) in all_parts.iter().zip(&results).skip(extra) {
+            if let Some(life) = self.life.get_mut(&part.stream) {
+                life.last_revision = Some(result.revision.0);
+                self.life_changed.push(part.stream.clone());
+            }
+        }
+        results.drain(..extra);
+        Ok(results)
+    }
 
+    /// Checks and writes a metadata change, delete or tombstone: one record, alone in its
+    /// commit. Returns the record's result.
+    fn stage_lifecycle(
+        &mut self,
+        op: LifecycleOp,
+        durable_through: u64,
+    ) -> Result<Vec<AppendResult>> {
+        let stream = match &op {
+            LifecycleOp::SetMetadata { stream, .. }
+            | LifecycleOp::Delete { stream, .. }
+            | LifecycleOp::Tombstone { stream, .. } => stream.clone(),
+        };
+        let life = self.life.get(&stream).cloned().unwrap_or_default();
+        if life.tombstoned {
+            return Err(Error::StreamDeleted { stream });
+        }
+        let meta_stream = lifecycle::metadata_stream_of(&stream);
+        let (current, meta_current) = {
+            let index = self.shared.index.read();
+            (
+                index.stream_revision(&stream, u64::MAX)?,
+                index.stream_revision(&meta_stream, u64::MAX)?,
+            )
+        };
+        let wrong = |stream: &str, expected, actual: Option<u64>| Error::WrongExpectedRevision {
+            stream: stream.to_string(),
+            expected,
+            actual: actual.map_or(ActualRevision::NoStream, |r| {
+                ActualRevision::Revision(Revision(r))
+            }),
+        };
+        let (part, part_current, new_life) = match op {
+            LifecycleOp::SetMetadata {
+                expected,
+                mut metadata,
+                ..
+            } => {
+                if !lifecycle::expected_holds(&meta_stream, expected, meta_current, None)? {
+                    return Err(wrong(&meta_stream, expected, meta_current));
+                }
+                if life.is_deleted() {
+                    // New metadata brings a soft-deleted stream back, without its old events.
+                    let floor = current.map_or(0, |r| r + 1);
+                    let tb = metadata.truncate_before.map_or(0, |r| r.0).max(floor);
+                    metadata.truncate_before = Some(Revision(tb));
+                }
+                let part = lifecycle::metadata_part(&stream, &metadata);
+                let new_life = StreamLife {
+                    metadata,
+                    last_revision: current,
+                    ..life
+                };
+                (part, meta_current, new_life)
+            }
+            LifecycleOp::Delete { expected, .. } => {
+                if current.is_none() {
+                    return Err(Error::StreamNotFound { stream });
+                }
+                if !lifecycle::expected_holds(&stream, expected, current, Some(&life))? {
+                    return Err(wrong(&stream, expected, current));
+                }
+                let metadata = StreamMetadata {
+                    truncate_before: Some(Revision(lifecycle::DELETED_TRUNCATE_BEFORE)),
+                    ..StreamMetadata::default()
+                };
+                let part = lifecycle::metadata_part(&stream, &metadata);
+                let new_life = StreamLife {
+                    metadata,
+                    last_revision: current,
+                    ..life
+                };
+                (part, meta_current, new_life)
+            }
+            LifecycleOp::Tombstone { expected, .. } => {
+                if !lifecycle::expected_holds(&stream, expected, current, Some(&life))? {
+                    return Err(wrong(&stream, expected, current));
+                }
+                let new_life = StreamLife {
+                    tombstoned: true,
+                    last_revision: Some(current.map_or(0, |r| r + 1)),
+                    ..life
+                };
+                (lifecycle::tombstone_part(&stream), current, new_life)
+            }
+        };
+        let is_metadata = part.stream == meta_stream;
+        let results = self.write_parts(&[part], vec![part_current], durable_through)?;
+        let mut new_life = new_life;
+        if is_metadata && let Some(r) = results.first() {
+            new_life.meta_revision = Some(r.revision.0);
+        }
+        self.life.insert(stream.clone(), new_life);
+        self.life_changed.push(stream);
+        Ok(results)
+    }
+
+    /// Encodes checked parts (each stream at revision `currents[k]` before it) as one commit
+    /// into the buffer and the index.
+    fn write_parts(
+        &mut self,
+        parts: &[StreamAppend],
+        currents: Vec<Option<u64>>,
+        durable_through: u64,
+    ) -> Result<Vec<AppendResult>> {
         let commit_bytes: u64 = parts
             .iter()
             .flat_map(|p| {
@@ -470,7 +651,7 @@ enum Outcome {
 
 /// Idempotency first (a retry must get its original answer even though the stream has moved
 /// on), then the expected-revision check, then the uniqueness of the ids within the stream.
-fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
+fn check_part(index: &Index, part: &StreamAppend, life: Option<&StreamLife>) -> Result<Outcome> {
     let stream = part.stream.as_str();
     let current = index.stream_revision(stream, u64::MAX)?;
     let at_expected_place = |first_revision: u64| match part.expected {
@@ -528,13 +709,7 @@ fn check_part(index: &Index, part: &StreamAppend) -> Result<Outcome> {
             });
         }
     }
-    let ok = match part.expected {
-        ExpectedRevision::Any => true,
-        ExpectedRevision::NoStream => current.is_none(),
-        ExpectedRevision::StreamExists => current.is_some(),
-        ExpectedRevision::Exact(Revision(e)) => current == Some(e),
-    };
-    if !ok {
+    if !lifecycle::expected_holds(stream, part.expected, current, life)? {
         return Err(Error::WrongExpectedRevision {
             stream: stream.to_string(),
             expected: part.expected,
