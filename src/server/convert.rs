@@ -168,3 +168,54 @@ pub fn pages(events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Vec<proto:
     }
     out
 }
+
+/// Metadata from a request. The custom JSON must be an object.
+pub fn stream_metadata(m: Option<proto::StreamMetadata>) -> Result<crate::StreamMetadata, Status> {
+    let m = m.unwrap_or_default();
+    let custom = if m.custom_json.is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&m.custom_json) {
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(_) => {
+                return Err(invalid_argument(
+                    "custom_json must be a JSON object",
+                ));
+            }
+            Err(e) => {
+                return Err(invalid_argument(format!(
+                    "custom_json is not valid JSON: {e}"
+                )));
+            }
+        }
+    };
+    Ok(crate::StreamMetadata {
+        max_count: m.max_count,
+        max_age: m.max_age_seconds.map(std::time::Duration::from_secs),
+        truncate_before: m.truncate_before.map(Revision),
+        custom,
+    })
+}
+
+pub fn stream_metadata_reply(m: &crate::StreamMetadata) -> proto::StreamMetadata {
+    proto::StreamMetadata {
+        max_count: m.max_count,
+        max_age_seconds: m.max_age.map(|a| a.as_secs()),
+        truncate_before: m.truncate_before.map(|r| r.0),
+        custom_json: if m.custom.is_empty() {
+            bytes::Bytes::new()
+        } else {
+            serde_json::to_vec(&m.custom).unwrap_or_default().into()
+        },
+        deleted: m.is_deleted(),
+    }
+}
+
+pub fn metadata_version(r: &crate::StreamMetadataRecord) -> proto::StreamMetadataVersion {
+    proto::StreamMetadataVersion {
+        metadata_revision: r.revision.0,
+        position: r.position.0,
+        timestamp_us: r.timestamp_us,
+        metadata: Some(stream_metadata_reply(&r.metadata)),
+    }
+}

@@ -336,6 +336,82 @@ impl EventStore for EventStoreService {
         Ok(Response::new(proto::LoadSnapshotResponse { snapshot }))
     }
 
+    async fn set_stream_metadata(
+        &self,
+        request: Request<proto::SetStreamMetadataRequest>,
+    ) -> Result<Response<proto::SetStreamMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let expected = convert::expected(r.expected);
+        let metadata = convert::stream_metadata(r.metadata)?;
+        let store = Arc::clone(&self.shared.store);
+        let result =
+            blocking(move || store.set_stream_metadata(&r.stream, expected, metadata)).await?;
+        Ok(Response::new(proto::SetStreamMetadataResponse {
+            metadata_revision: result.revision.0,
+            position: result.last_position.0,
+        }))
+    }
+
+    async fn get_stream_metadata(
+        &self,
+        request: Request<proto::GetStreamMetadataRequest>,
+    ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let store = Arc::clone(&self.shared.store);
+        let (current, history) = blocking(move || {
+            let current = store.stream_metadata(&r.stream)?;
+            let history = if r.include_history && current.is_some() {
+                store.stream_metadata_history(&r.stream)?
+            } else {
+                Vec::new()
+            };
+            Ok((current, history))
+        })
+        .await?;
+        let history: Vec<_> = history.iter().map(convert::metadata_version).collect();
+        let current = current.map(|(revision, metadata)| {
+            history
+                .last()
+                .filter(|h| h.metadata_revision == revision.0)
+                .cloned()
+                .unwrap_or_else(|| proto::StreamMetadataVersion {
+                    metadata_revision: revision.0,
+                    metadata: Some(convert::stream_metadata_reply(&metadata)),
+                    ..Default::default()
+                })
+        });
+        Ok(Response::new(proto::GetStreamMetadataResponse {
+            current,
+            history,
+        }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        let r = request.into_inner();
+        let expected = convert::expected(r.expected);
+        let store = Arc::clone(&self.shared.store);
+        let position = blocking(move || store.delete_stream(&r.stream, expected)).await?;
+        Ok(Response::new(proto::DeleteStreamResponse {
+            position: position.0,
+        }))
+    }
+
+    async fn tombstone_stream(
+        &self,
+        request: Request<proto::TombstoneStreamRequest>,
+    ) -> Result<Response<proto::TombstoneStreamResponse>, Status> {
+        let r = request.into_inner();
+        let expected = convert::expected(r.expected);
+        let store = Arc::clone(&self.shared.store);
+        let position = blocking(move || store.tombstone_stream(&r.stream, expected)).await?;
+        Ok(Response::new(proto::TombstoneStreamResponse {
+            position: position.0,
+        }))
+    }
+
     async fn server_info(
         &self,
         _request: Request<proto::ServerInfoRequest>,

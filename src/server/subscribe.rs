@@ -265,7 +265,17 @@ impl Subscription {
                     self.cursor.position = last.position;
                     self.cursor.last_revision = Some(last.revision);
                 }
+                let tombstoned = events
+                    .last()
+                    .is_some_and(|e| e.event_type == crate::TOMBSTONE_EVENT_TYPE)
+                    .then(|| name.clone());
                 self.send_events(events).await?;
+                if let Some(stream) = tombstoned {
+                    // The stream is deleted for good: nothing can follow.
+                    return self
+                        .fail(status::to_status(&Error::StreamDeleted { stream }))
+                        .await;
+                }
                 Ok(!gap)
             }
         }
