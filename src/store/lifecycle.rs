@@ -246,6 +246,15 @@ impl Lifecycle {
         self.streams.read().get(stream).cloned()
     }
 
+    /// A copy of the whole state, for the offline tools.
+    pub fn to_map(&self) -> HashMap<String, StreamLife> {
+        self.streams
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), StreamLife::clone(v)))
+            .collect()
+    }
+
     pub fn publish(&self, changed: impl IntoIterator<Item = (String, StreamLife)>) {
         let mut streams = self.streams.write();
         for (stream, life) in changed {
@@ -475,6 +484,11 @@ impl Store {
         )?;
         self.delete_snapshots(stream)?;
         Ok(result.last_position)
+    }
+
+    /// The lifecycle state of every stream that has any, as reads apply it now.
+    pub(crate) fn lifecycle_state(&self) -> HashMap<String, StreamLife> {
+        self.shared.lifecycle.to_map()
     }
 
     fn check_lifecycle_name(&self, stream: &str) -> Result<()> {

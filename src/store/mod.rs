@@ -5,7 +5,9 @@
 //! copy out locations, and decode frames from the memory-mapped segments without any lock.
 
 mod checkpoint;
-mod lifecycle;
+pub(crate) mod compaction;
+pub(crate) mod lifecycle;
+mod raw;
 mod read;
 mod snapshots;
 mod validate;
@@ -27,6 +29,7 @@ use crate::lock::DirLock;
 use crate::log::{self, SegmentView};
 use crate::types::{AppendResult, EventData, ExpectedRevision, Position, StreamAppend};
 
+pub use raw::{Walk, WalkProgress};
 pub use lifecycle::{
     DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, StreamMetadata,
     StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
@@ -128,7 +131,8 @@ pub struct Store {
     tx: Option<mpsc::SyncSender<writer::Request>>,
     writer: Option<JoinHandle<Result<()>>>,
     checkpointer: Option<JoinHandle<()>>,
-    _lock: DirLock,
+    /// Held until the store is dropped (or handed over by `close_keeping_lock`).
+    lock: Option<DirLock>,
 }
 
 // A store is shared by reference between appender and reader threads.
@@ -145,6 +149,7 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::acquire(&dir)?;
+        compaction::recover(&dir)?;
         let started = Instant::now();
         let mapped = log::map_log(&dir, config.segment_bytes)?;
         let loaded = if config.checkpoint_events > 0 {
@@ -235,7 +240,7 @@ impl Store {
             tx: Some(tx),
             writer: Some(writer),
             checkpointer,
-            _lock: lock,
+            lock: Some(lock),
         })
     }
 
@@ -362,6 +367,15 @@ impl Store {
     /// releases the directory lock. Dropping the store does the same but cannot report errors.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
+    }
+
+    /// Like [`Store::close`], but keeps the directory locked: for an offline tool that goes on
+    /// working on the files (compaction swaps the segments).
+    pub(crate) fn close_keeping_lock(mut self) -> Result<DirLock> {
+        self.shutdown()?;
+        self.lock
+            .take()
+            .ok_or_else(|| Error::InvalidArgument("the store's lock was already released".into()))
     }
 
     fn shutdown(&mut self) -> Result<()> {

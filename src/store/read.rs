@@ -382,7 +382,7 @@ fn decode_in(segment: &Arc<SegmentView>, offset: u32, position: u64) -> Result<R
     }
 }
 
-fn build_event(segment: &SegmentView, offset: u32, f: &DecodedFrame) -> RecordedEvent {
+pub(super) fn build_event(segment: &SegmentView, offset: u32, f: &DecodedFrame) -> RecordedEvent {
     let start = offset as usize + FRAME_PREFIX_BYTES;
     let end = offset as usize + f.frame_len;
     let h = &f.header;
