@@ -44,9 +44,10 @@ pub use types::{
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::log::frame::{
-        Decoded, EventBody, EventHeader, FrameError, decode_from, encode_into,
+        Decoded, EventBody, EventHeader, FrameError, GAP_BEFORE, decode_from, encode_into,
     };
     pub use crate::log::segment::{
-        SegmentRole, SegmentScan, decode_header, encode_header, scan_segment,
+        SEGMENT_GAP_BEFORE, SegmentHeader, SegmentRole, SegmentScan, decode_header, encode_header,
+        scan_segment,
     };
 }

@@ -420,6 +420,7 @@ impl Writer {
                     commit_index,
                     commit_count,
                     content_type: event.content_type.to_byte(),
+                    flags: 0,
                 };
                 frame::encode_into(&mut self.buf, &header, &body(part, event));
                 let inserted = index.insert(IndexEntry {
