@@ -423,6 +423,8 @@ impl Writer {
                     flags: 0,
                 };
                 frame::encode_into(&mut self.buf, &header, &body(part, event));
+                // The first insert after an open that found a gap at the end of the log (see
+                // `Index::skip_to` in `Store::open`) also adds the holes before it.
                 let inserted = index.insert(IndexEntry {
                     position: header.position,
                     location,
