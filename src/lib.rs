@@ -31,6 +31,15 @@ mod snapshot;
 mod store;
 pub mod types;
 
+/// Writing a log offline, for the offline tools (`compact`, `replay --into`): a new log with
+/// the events kept at their positions and the gaps between them marked. See
+/// [`rewrite::LogRewriter`] and `docs/FORMAT.md`.
+pub mod rewrite {
+    pub use crate::log::frame::{EventBody, EventHeader, GAP_BEFORE};
+    pub use crate::log::rewrite::{LogRewriter, RewriteSummary};
+    pub use crate::log::segment::SEGMENT_GAP_BEFORE;
+}
+
 pub use config::{Config, FsyncPolicy};
 pub use error::{ActualRevision, Error, Result};
 pub use snapshot::Snapshot;

@@ -5,6 +5,7 @@
 //! read-only and read only up to the visible position the store publishes.
 
 pub mod frame;
+pub mod rewrite;
 pub mod segment;
 
 use std::fs::{self, File, OpenOptions};
