@@ -32,6 +32,15 @@ mod store;
 pub mod tools;
 pub mod types;
 
+/// Writing a log offline, for the offline tools (`compact`, `replay --into`): a new log with
+/// the events kept at their positions and the gaps between them marked. See
+/// [`rewrite::LogRewriter`] and `docs/FORMAT.md`.
+pub mod rewrite {
+    pub use crate::log::frame::{EventBody, EventHeader, GAP_BEFORE};
+    pub use crate::log::rewrite::{LogRewriter, RewriteSummary};
+    pub use crate::log::segment::SEGMENT_GAP_BEFORE;
+}
+
 pub use config::{Config, FsyncPolicy};
 pub use error::{ActualRevision, Error, Result};
 pub use snapshot::Snapshot;
@@ -48,9 +57,10 @@ pub use types::{
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::log::frame::{
-        Decoded, EventBody, EventHeader, FrameError, decode_from, encode_into,
+        Decoded, EventBody, EventHeader, FrameError, GAP_BEFORE, decode_from, encode_into,
     };
     pub use crate::log::segment::{
-        SegmentRole, SegmentScan, decode_header, encode_header, scan_segment,
+        SEGMENT_GAP_BEFORE, SegmentHeader, SegmentRole, SegmentScan, decode_header, encode_header,
+        scan_segment,
     };
 }

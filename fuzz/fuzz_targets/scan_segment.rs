@@ -1,16 +1,17 @@
 //! `scan_segment` on arbitrary bytes, in both roles, must return (Ok or Err) and never panic.
 //!
 //! Raw input rarely gets past the header and frame CRCs, so each input is also tried "sealed":
-//! a valid header for the first position found at bytes 16..24, and the CRC of every frame
-//! that a walk from the header finds whole recomputed. That lets the fuzzer reach the commit
-//! grouping and the torn-tail / damage rules.
+//! a valid header for the first position found at bytes 16..24 (and the gap flag found in bit
+//! 0 of byte 24), and the CRC of every frame that a walk from the header finds whole
+//! recomputed. That lets the fuzzer reach the commit grouping, the gap rules and the
+//! torn-tail / damage rules.
 
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use statestore::internals::{SegmentRole, encode_header, scan_segment};
+use statestore::internals::{SEGMENT_GAP_BEFORE, SegmentRole, encode_header, scan_segment};
 
 const HEADER: usize = 32;
 const PREFIX: usize = 8;
@@ -28,9 +29,10 @@ fn check(bytes: &[u8]) {
 fn sealed(data: &[u8]) -> Option<Vec<u8>> {
     let mut bytes = data.to_vec();
     let first = u64::from_le_bytes(bytes.get(16..24)?.try_into().ok()?);
+    let flags = u32::from(*bytes.get(24)?) & SEGMENT_GAP_BEFORE;
     bytes
         .get_mut(..HEADER)?
-        .copy_from_slice(&encode_header(first));
+        .copy_from_slice(&encode_header(first, flags));
     let mut at = HEADER;
     while let Some(len) = bytes.get(at..at + 4) {
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;

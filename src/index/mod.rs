@@ -5,7 +5,8 @@
 //! The index is a stack of layers over consecutive position ranges, oldest first:
 //!
 //! - **runs** ([`run::Run`]): immutable, memory-mapped files written by checkpoints and merges,
-//!   covering positions `1..=runs_end` without gap or overlap;
+//!   covering positions `first..=runs_end` without gap or overlap (`first` is the log's first
+//!   position: 1 unless the log was written starting after a gap);
 //! - the **frozen** memtable: the events of a checkpoint being written, still answered from
 //!   memory until its run replaces it;
 //! - the **active** memtable: every event since, where the writer inserts.
@@ -18,6 +19,15 @@
 //! Architecture invariant: the index may hold entries past the visible position (the writer
 //! inserts a commit before its fdatasync returns); every read method takes the visible position
 //! and never returns anything past it. Runs hold only positions that were visible when written.
+//!
+//! **Holes.** A log rewritten without some events (compaction) keeps the positions of the
+//! others, so positions have gaps. The position → location array stays dense: a removed
+//! position is a hole, the location [`HOLE`] (offset 0 of segment 0, inside a segment header,
+//! where no frame can be). [`Index::skip_to`] announces a gap; the holes are added only when the
+//! next event is inserted, so every layer ends with an event (a run's fingerprint names a real
+//! frame). Lookups by position answer nothing for a hole; [`Index::next_event`] and
+//! [`Index::prev_event`] step over them. A stream may begin at a revision above 0 (its first
+//! events were removed); its later revisions still follow one another.
 
 pub mod run;
 
@@ -33,11 +43,22 @@ use crate::log::Location;
 use crate::types::Direction;
 use run::{Fingerprint, Posting, Run, RunContents, Table};
 
+/// The location of a hole: a position the log does not hold (removed by a rewrite, or before
+/// a gap the log was written with). Offset 0 is inside a segment header, so no frame has it;
+/// packed, it is 0.
+pub const HOLE: Location = Location {
+    segment: 0,
+    offset: 0,
+};
+
 /// The in-memory layer: events from `first_position` on, in hash maps and vectors.
 pub struct Memtable {
     first_position: u64,
-    /// The location of position `p` is at `locations[p - first_position]`.
+    /// The location of position `p` is at `locations[p - first_position]`; [`HOLE`] for a
+    /// position the log does not hold.
     locations: Vec<Location>,
+    /// How many of `locations` are holes.
+    holes: u64,
     streams: HashMap<Arc<str>, StreamEntry>,
     types: HashMap<Arc<str>, Vec<u64>>,
     /// Event id -> position of the first event with that id in this layer.
@@ -60,6 +81,7 @@ impl Memtable {
         Memtable {
             first_position,
             locations: Vec::new(),
+            holes: 0,
             streams: HashMap::default(),
             types: HashMap::default(),
             ids: HashMap::default(),
@@ -76,17 +98,43 @@ impl Memtable {
         self.first_position + self.locations.len() as u64 - 1
     }
 
+    /// Events held (holes not counted).
     pub fn len(&self) -> u64 {
-        self.locations.len() as u64
+        self.locations.len() as u64 - self.holes
     }
 
+    /// Whether the layer holds no position at all.
     pub fn is_empty(&self) -> bool {
         self.locations.is_empty()
     }
 
+    /// Whether `position` is in the layer's range (an event or a hole).
+    fn contains(&self, position: u64) -> bool {
+        position >= self.first_position && position <= self.last_position()
+    }
+
+    /// The location of the event at `position`; `None` for a hole or a position outside.
     pub fn location(&self, position: u64) -> Option<Location> {
         let i = usize::try_from(position.checked_sub(self.first_position)?).ok()?;
-        self.locations.get(i).copied()
+        self.locations.get(i).copied().filter(|&l| l != HOLE)
+    }
+
+    /// The first (forwards) or last (backwards) event at a position in `from..=to`.
+    fn find_event(&self, from: u64, to: u64, direction: Direction) -> Option<(u64, Location)> {
+        let from = from.max(self.first_position);
+        let to = to.min(self.last_position());
+        if from > to {
+            return None;
+        }
+        let i = usize::try_from(from - self.first_position).ok()?;
+        let j = usize::try_from(to - self.first_position).ok()?;
+        let slice = self.locations.get(i..=j)?;
+        let at = |k: usize| (from + k as u64, slice.get(k).copied().unwrap_or(HOLE));
+        let found = match direction {
+            Direction::Forwards => slice.iter().position(|&l| l != HOLE),
+            Direction::Backwards => slice.iter().rposition(|&l| l != HOLE),
+        };
+        found.map(at)
     }
 
     /// The first revision and positions of `name` in this layer (types start at 0).
@@ -256,6 +304,18 @@ impl<'a> Layer<'a> {
         }
     }
 
+    fn find_event(
+        &self,
+        from: u64,
+        to: u64,
+        direction: Direction,
+    ) -> Result<Option<(u64, Location)>> {
+        match self {
+            Layer::Mem(m) => Ok(m.find_event(from, to, direction)),
+            Layer::Run(r) => r.find_event(from, to, direction),
+        }
+    }
+
     fn positions_of_id(&self, id: u128) -> Result<Vec<u64>> {
         match self {
             Layer::Mem(m) => Ok(m.positions_of_id(id)),
@@ -320,6 +380,11 @@ fn merged_contents<'a>(layers: &[Layer<'a>]) -> Option<RunContents<'a>> {
 
 /// The whole index: runs, then the frozen memtable, then the active one.
 pub struct Index {
+    /// The first position covered: the log's first position.
+    first_position: u64,
+    /// Set by [`Index::skip_to`]: the position the next insert must have, when it is past the
+    /// active memtable's end (the positions in between become holes at that insert).
+    skip_to: u64,
     runs: Vec<Arc<Run>>,
     frozen: Option<Arc<Memtable>>,
     active: Memtable,
@@ -332,6 +397,8 @@ pub struct Index {
 impl Default for Index {
     fn default() -> Index {
         Index {
+            first_position: 1,
+            skip_to: 0,
             runs: Vec::new(),
             frozen: None,
             active: Memtable::starting_at(1),
@@ -353,9 +420,15 @@ pub struct IndexEntry<'a> {
 }
 
 impl Index {
-    /// An index over `runs`, which must cover positions `1..=n` in order without gap.
-    pub fn from_runs(runs: Vec<Arc<Run>>) -> Result<Index> {
-        let mut next = 1;
+    /// An index of the log starting at `first_position` (1 unless the log starts after a gap)
+    /// over `runs`, which must cover positions `first_position..=n` in order without gap.
+    pub fn from_runs(runs: Vec<Arc<Run>>, first_position: u64) -> Result<Index> {
+        if first_position == 0 {
+            return Err(Error::InvalidArgument(
+                "an index starts at position 1 or later".into(),
+            ));
+        }
+        let mut next = first_position;
         for r in &runs {
             if r.first_position() != next {
                 return Err(Error::corruption(
@@ -373,6 +446,8 @@ impl Index {
             (r.trailer().streams_total, r.trailer().types_total)
         });
         Ok(Index {
+            first_position,
+            skip_to: 0,
             runs,
             frozen: None,
             active: Memtable::starting_at(next),
@@ -387,6 +462,15 @@ impl Index {
         std::iter::once(Layer::Mem(&self.active))
             .chain(self.frozen.as_deref().map(Layer::Mem))
             .chain(self.runs.iter().rev().map(|r| Layer::Run(r)))
+    }
+
+    /// Oldest layer first.
+    fn layers_ascending(&self) -> impl Iterator<Item = Layer<'_>> {
+        self.runs
+            .iter()
+            .map(|r| Layer::Run(r))
+            .chain(self.frozen.as_deref().map(Layer::Mem))
+            .chain(std::iter::once(Layer::Mem(&self.active)))
     }
 
     fn layer_of(&self, position: u64) -> Option<Layer<'_>> {
@@ -417,10 +501,38 @@ impl Index {
         Ok(out)
     }
 
-    /// Adds one event. Positions must come in order with no gap and revisions must continue
-    /// their stream; otherwise nothing is changed and `InvalidArgument` says why.
+    /// The last position held: the newest event inserted, or the end of the layers below the
+    /// active memtable when it is empty. Never a hole.
+    pub fn last_position(&self) -> u64 {
+        self.active.last_position()
+    }
+
+    /// The position the next [`Index::insert`] must have.
+    pub fn next_position(&self) -> u64 {
+        (self.active.last_position() + 1).max(self.skip_to)
+    }
+
+    /// Announces a gap: the next event inserted has `position`, and the positions between the
+    /// last one held and it are holes (removed from the log, or never in it). The holes are
+    /// added by that insert, not now, so no layer ever ends in a hole. `position` equal to
+    /// [`Index::next_position`] changes nothing; below it is `InvalidArgument`.
+    pub fn skip_to(&mut self, position: u64) -> Result<()> {
+        let next = self.next_position();
+        if position < next {
+            return Err(Error::InvalidArgument(format!(
+                "cannot skip back to position {position}: the index continues at {next}"
+            )));
+        }
+        self.skip_to = position;
+        Ok(())
+    }
+
+    /// Adds one event. Positions must come in order (the next one, or the one announced by
+    /// [`Index::skip_to`]) and revisions must continue their stream (a stream new to the index
+    /// may begin at any revision: its first events may have been removed from the log);
+    /// otherwise nothing is changed and `InvalidArgument` says why.
     pub fn insert(&mut self, e: IndexEntry<'_>) -> Result<()> {
-        let expected_position = self.active.last_position() + 1;
+        let expected_position = self.next_position();
         if e.position != expected_position {
             return Err(Error::InvalidArgument(format!(
                 "position {} does not follow {}",
@@ -428,6 +540,16 @@ impl Index {
                 expected_position - 1
             )));
         }
+        if e.location == HOLE {
+            return Err(Error::InvalidArgument(format!(
+                "position {} has no frame location",
+                e.position
+            )));
+        }
+        let holes = e.position - self.active.last_position() - 1;
+        let holes_len = usize::try_from(holes).map_err(|_| {
+            Error::InvalidArgument(format!("a gap of {holes} positions does not fit in memory"))
+        })?;
         let revision_follows = |next_revision: u64| {
             if e.revision == next_revision {
                 return Ok(());
@@ -450,7 +572,9 @@ impl Index {
             }
             None => {
                 let older = self.older_revision(e.stream)?;
-                revision_follows(older.map_or(0, |r| r + 1))?;
+                if let Some(r) = older {
+                    revision_follows(r + 1)?;
+                }
                 new_stream = older.is_none();
                 self.active.streams.insert(
                     Arc::from(e.stream),
@@ -461,6 +585,14 @@ impl Index {
                 );
             }
         }
+        // The holes of a gap announced by `skip_to`, right before the event that ends it.
+        if holes > 0 {
+            self.active
+                .locations
+                .resize(self.active.locations.len() + holes_len, HOLE);
+            self.active.holes += holes;
+        }
+        self.skip_to = 0;
         self.active.locations.push(e.location);
         self.streams_total += u64::from(new_stream);
         match self.active.types.get_mut(e.event_type) {
@@ -508,8 +640,8 @@ impl Index {
         Ok(false)
     }
 
-    /// The locations of `positions` (skipping any the index does not hold), in the same order.
-    /// Neighbouring positions in one layer are looked up together.
+    /// The locations of `positions` (skipping any the index does not hold, holes included), in
+    /// the same order. Neighbouring positions in one layer are looked up together.
     pub fn locate(&self, positions: &[u64]) -> Result<Vec<(u64, Location)>> {
         let mut out = Vec::with_capacity(positions.len());
         let mut i = 0;
@@ -521,8 +653,12 @@ impl Index {
                 Some(Layer::Mem(m)) => {
                     let mut n = 0;
                     for &q in positions.get(i..).unwrap_or_default() {
-                        let Some(l) = m.location(q) else { break };
-                        out.push((q, l));
+                        if !m.contains(q) {
+                            break;
+                        }
+                        if let Some(l) = m.location(q) {
+                            out.push((q, l));
+                        }
                         n += 1;
                     }
                     n
@@ -534,11 +670,41 @@ impl Index {
         Ok(out)
     }
 
+    /// The location of the event at `position`; `None` for a hole or a position not held.
     pub fn location(&self, position: u64) -> Result<Option<Location>> {
         match self.layer_of(position) {
             Some(layer) => layer.location(position),
             None => Ok(None),
         }
+    }
+
+    /// The first event at a position in `from..=to`, stepping over holes, with its location.
+    pub fn next_event(&self, from: u64, to: u64) -> Result<Option<(u64, Location)>> {
+        for layer in self.layers_ascending() {
+            if layer.last_position() < from {
+                continue;
+            }
+            if layer.first_position() > to {
+                break;
+            }
+            if let Some(found) = layer.find_event(from, to, Direction::Forwards)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The last event at a position at or below `at`, stepping over holes, with its location.
+    pub fn prev_event(&self, at: u64) -> Result<Option<(u64, Location)>> {
+        for layer in self.layers() {
+            if layer.first_position() > at {
+                continue;
+            }
+            if let Some(found) = layer.find_event(0, at, Direction::Backwards)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// The stream's current revision counting only positions up to `visible`, or `None` when
@@ -563,14 +729,16 @@ impl Index {
         visible: u64,
     ) -> Result<Option<Vec<(u64, u64)>>> {
         let extents = self.extents(Table::Streams, stream, visible)?;
-        let Some((_, last)) = extents.last() else {
+        let (Some((_, first)), Some((_, last))) = (extents.first(), extents.last()) else {
             return Ok(None);
         };
+        // A stream whose first events were removed from the log begins above revision 0.
+        let lowest = first.first_revision;
         let n = last.first_revision + last.count;
         let count = count as u64;
         let (lo, hi) = match direction {
             Direction::Forwards => {
-                let start = from.min(n);
+                let start = from.max(lowest).min(n);
                 (start, start.saturating_add(count).min(n))
             }
             Direction::Backwards => {
@@ -718,16 +886,19 @@ impl Index {
         (self.streams_total as usize, self.types_total as usize)
     }
 
-    /// The position the last run covers (0 when there is none).
+    /// The position the last run covers (the one before the index's first position when
+    /// there is none: 0 for a log starting at 1).
     pub fn runs_end(&self) -> u64 {
-        self.runs.last().map_or(0, |r| r.last_position())
+        self.runs
+            .last()
+            .map_or(self.first_position - 1, |r| r.last_position())
     }
 
     pub fn runs(&self) -> &[Arc<Run>] {
         &self.runs
     }
 
-    /// Events held in memory (active and frozen memtables).
+    /// Events held in memory (active and frozen memtables), holes not counted.
     pub fn memtable_events(&self) -> u64 {
         self.active.len() + self.frozen.as_ref().map_or(0, |f| f.len())
     }

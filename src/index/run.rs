@@ -9,7 +9,12 @@
 //! ```
 //!
 //! Every section starts 8-byte aligned; all integers are little-endian. The byte layout of
-//! each section and of the trailer is in `docs/FORMAT.md`. Checksums are per 4 KiB block
+//! each section and of the trailer is in `docs/FORMAT.md`.
+//!
+//! A run covers `n` positions, of which `m` hold events; the others are holes (positions
+//! removed from the log), whose location is 0. Locations have `n` entries; postings and ids
+//! `m`. `m` is not stored: it is the length of the stream postings section. The last position
+//! of a run is always an event (its fingerprint names that frame). Checksums are per 4 KiB block
 //! ([`BLOCK_BYTES`]): the block table is checked when the run is opened and each block the
 //! first time a lookup reads it, so opening costs the same at any size and a damaged block is
 //! an error naming the file and offset, never a wrong answer.
@@ -23,8 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
+use super::HOLE;
 use crate::error::{Error, Result};
 use crate::log::Location;
+use crate::types::Direction;
 
 pub const RUN_MAGIC: [u8; 8] = *b"STSTIDX\0";
 pub const RUN_FORMAT_VERSION: u32 = 1;
@@ -63,6 +70,9 @@ pub struct Trailer {
     /// Distinct streams and types in positions `1..=last_position` (not only in this run).
     pub streams_total: u64,
     pub types_total: u64,
+    /// Events in the run (`m`): positions that are not holes. Not stored; the length of the
+    /// stream postings section says it.
+    pub events: u64,
     stream_count: u64,
     type_count: u64,
     off: [u64; SECTIONS],
@@ -83,7 +93,8 @@ const CRCS: usize = 9;
 const SECTIONS: usize = 10;
 
 impl Trailer {
-    pub fn events(&self) -> u64 {
+    /// Positions covered (`n`), holes included.
+    pub fn positions(&self) -> u64 {
         self.last_position - self.first_position + 1
     }
 
@@ -153,6 +164,7 @@ impl Trailer {
             last_position: u(1),
             streams_total: u(2),
             types_total: u(3),
+            events: off[S_ENTRIES].saturating_sub(off[S_POSTINGS]) / 8,
             stream_count: u(4),
             type_count: u(5),
             off,
@@ -175,7 +187,14 @@ impl Trailer {
                 self.first_position, self.last_position
             ));
         }
-        let n = self.events();
+        let n = self.positions();
+        let m = self.events;
+        if m == 0 || m > n {
+            return Err(format!(
+                "{m} events (stream postings) for {n} positions; a run holds at least one event \
+                 and at most one per position"
+            ));
+        }
         let o = &self.off;
         let at = |i: usize| o.get(i).copied().unwrap_or_default();
         let expect =
@@ -191,20 +210,20 @@ impl Trailer {
             return Err("locations do not start the file".into());
         }
         expect(LOCATIONS, n.checked_mul(8), S_POSTINGS)?;
-        expect(S_POSTINGS, n.checked_mul(8), S_ENTRIES)?;
+        expect(S_POSTINGS, m.checked_mul(8), S_ENTRIES)?;
         let entries = |c: u64| c.checked_add(1).and_then(|c| c.checked_mul(ENTRY_BYTES));
         expect(S_ENTRIES, entries(self.stream_count), S_NAMES)?;
         if at(T_POSTINGS) < at(S_NAMES) {
             return Err("stream names overlap type postings".into());
         }
-        expect(T_POSTINGS, n.checked_mul(8), T_ENTRIES)?;
+        expect(T_POSTINGS, m.checked_mul(8), T_ENTRIES)?;
         expect(T_ENTRIES, entries(self.type_count), T_NAMES)?;
         if at(IDS) < at(T_NAMES) {
             return Err("type names overlap ids".into());
         }
-        expect(IDS, n.checked_mul(ID_BYTES), FILTER)?;
+        expect(IDS, m.checked_mul(ID_BYTES), FILTER)?;
         let filter_end = at(FILTER)
-            .checked_add(filter_blocks(n) * FILTER_BLOCK_BYTES)
+            .checked_add(filter_blocks(m) * FILTER_BLOCK_BYTES)
             .ok_or("id filter overflows")?;
         let crcs = at(CRCS);
         if crcs % BLOCK_BYTES != 0 || crcs < filter_end || crcs - filter_end >= BLOCK_BYTES {
@@ -252,6 +271,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
         .unwrap_or_default()
 }
 
+/// A location as stored in a run: `segment << 32 | offset`; a hole ([`HOLE`]) is 0.
 pub fn pack_location(l: Location) -> u64 {
     (u64::from(l.segment) << 32) | u64::from(l.offset)
 }
@@ -438,19 +458,64 @@ impl Run {
         (self.trailer.first_position..=self.trailer.last_position).contains(&position)
     }
 
+    /// The location of the event at `position`; `None` for a hole or a position outside.
     pub fn location(&self, position: u64) -> Result<Option<Location>> {
         if !self.contains(position) {
             return Ok(None);
         }
         let i = position - self.trailer.first_position;
-        Ok(Some(unpack_location(
-            self.u64_at(self.trailer.off[LOCATIONS] + 8 * i)?,
-        )))
+        let l = unpack_location(self.u64_at(self.trailer.off[LOCATIONS] + 8 * i)?);
+        Ok((l != HOLE).then_some(l))
+    }
+
+    /// The first (forwards) or last (backwards) event at a position in `from..=to`, stepping
+    /// over holes; each block's checksum is looked at once.
+    pub fn find_event(
+        &self,
+        from: u64,
+        to: u64,
+        direction: Direction,
+    ) -> Result<Option<(u64, Location)>> {
+        let (first, last) = (self.trailer.first_position, self.trailer.last_position);
+        let (from, to) = (from.max(first), to.min(last));
+        if from > to {
+            return Ok(None);
+        }
+        let base = self.trailer.off[LOCATIONS];
+        let mut checked = u64::MAX;
+        let mut look = |p: u64| -> Result<Option<(u64, Location)>> {
+            let off = base + 8 * (p - first);
+            let block = off / BLOCK_BYTES;
+            if block != checked {
+                self.verify_block(block)?;
+                checked = block;
+            }
+            let l = unpack_location(le_u64(&self.map, off as usize));
+            Ok((l != HOLE).then_some((p, l)))
+        };
+        match direction {
+            Direction::Forwards => {
+                for p in from..=to {
+                    if let Some(found) = look(p)? {
+                        return Ok(Some(found));
+                    }
+                }
+            }
+            Direction::Backwards => {
+                for p in (from..=to).rev() {
+                    if let Some(found) = look(p)? {
+                        return Ok(Some(found));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Appends `(position, location)` for the leading `positions` this run covers (in any
-    /// order); returns how many it took. The batch form of [`Run::location`] for reads: each
-    /// block's checksum is looked at once per run of neighbouring positions.
+    /// order), skipping holes; returns how many it took (holes included). The batch form of
+    /// [`Run::location`] for reads: each block's checksum is looked at once per run of
+    /// neighbouring positions.
     pub fn locate_into(&self, positions: &[u64], out: &mut Vec<(u64, Location)>) -> Result<usize> {
         let (first, last) = (self.trailer.first_position, self.trailer.last_position);
         let base = self.trailer.off[LOCATIONS];
@@ -467,7 +532,10 @@ impl Run {
                 self.verify_block(block)?;
                 checked = block;
             }
-            out.push((p, unpack_location(le_u64(&self.map, off as usize))));
+            let l = unpack_location(le_u64(&self.map, off as usize));
+            if l != HOLE {
+                out.push((p, l));
+            }
             taken += 1;
         }
         Ok(taken)
@@ -502,7 +570,7 @@ impl Run {
             Table::Types => self.trailer.off[IDS],
         };
         let bad = |what: &str| Error::corruption(&self.path, entries + k * ENTRY_BYTES, what);
-        if k >= count || start >= end || end > self.trailer.events() {
+        if k >= count || start >= end || end > self.trailer.events {
             return Err(bad("index entry has an empty or out-of-range posting list"));
         }
         let name_start = names
@@ -608,7 +676,7 @@ impl Run {
 
     /// Whether the run may hold an event with this id (false: it certainly does not).
     fn may_hold_id(&self, id: u128) -> Result<bool> {
-        let (block, bits) = filter_probe(id, filter_blocks(self.trailer.events()));
+        let (block, bits) = filter_probe(id, filter_blocks(self.trailer.events));
         let b = self.bytes(
             self.trailer.off[FILTER] + block * FILTER_BLOCK_BYTES,
             FILTER_BLOCK_BYTES,
@@ -624,7 +692,7 @@ impl Run {
         if !self.may_hold_id(id)? {
             return Ok(Vec::new());
         }
-        let n = self.trailer.events();
+        let n = self.trailer.events;
         let (mut lo, mut hi) = (0u64, n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -662,11 +730,13 @@ impl Run {
     }
 
     pub fn iter_ids(&self) -> impl Iterator<Item = Result<(u128, u64)>> + '_ {
-        (0..self.trailer.events()).map(move |k| self.id_entry(k))
+        (0..self.trailer.events).map(move |k| self.id_entry(k))
     }
 
+    /// Every location, packed, holes (0) included.
     pub fn iter_locations(&self) -> impl Iterator<Item = Result<u64>> + '_ {
-        (0..self.trailer.events()).map(move |k| self.u64_at(self.trailer.off[LOCATIONS] + 8 * k))
+        (0..self.trailer.positions())
+            .map(move |k| self.u64_at(self.trailer.off[LOCATIONS] + 8 * k))
     }
 }
 
@@ -747,25 +817,40 @@ pub struct RunContents<'a> {
 }
 
 /// Writes `contents` to `path` and makes the file durable (it is not renamed into place here).
+/// Locations cover every position (a hole is 0); postings and ids only the events, and the
+/// last position must be an event.
 pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
-    let n = contents.last_position + 1 - contents.first_position;
+    let invalid = |what: &str| Error::InvalidArgument(format!("index run: {what}"));
+    let n = contents
+        .last_position
+        .checked_add(1)
+        .and_then(|end| end.checked_sub(contents.first_position))
+        .filter(|&n| n > 0 && contents.first_position > 0)
+        .ok_or_else(|| invalid("empty position range"))?;
     let mut w = RunWriter::create(path)?;
     w.start(LOCATIONS)?;
     let mut count = 0u64;
+    let mut m = 0u64;
+    let mut last = None;
     for l in contents.locations {
-        w.u64(l?)?;
+        let l = l?;
+        w.u64(l)?;
         count += 1;
+        m += u64::from(l != pack_location(HOLE));
+        last = Some(l);
     }
-    let invalid = |what: &str| Error::InvalidArgument(format!("index run: {what}"));
     if count != n {
         return Err(invalid("location count does not match the position range"));
     }
-    let (stream_count, s_entries, s_names) = write_table(&mut w, S_POSTINGS, contents.streams, n)?;
+    if last == Some(pack_location(HOLE)) {
+        return Err(invalid("the last position is a hole"));
+    }
+    let (stream_count, s_entries, s_names) = write_table(&mut w, S_POSTINGS, contents.streams, m)?;
     w.start(S_ENTRIES)?;
     w.write(&s_entries)?;
     w.start(S_NAMES)?;
     w.write(&s_names)?;
-    let (type_count, t_entries, t_names) = write_table(&mut w, T_POSTINGS, contents.types, n)?;
+    let (type_count, t_entries, t_names) = write_table(&mut w, T_POSTINGS, contents.types, m)?;
     w.start(T_ENTRIES)?;
     w.write(&t_entries)?;
     w.start(T_NAMES)?;
@@ -773,7 +858,7 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
     w.start(IDS)?;
     let mut ids = 0u64;
     let mut previous = None;
-    let blocks = filter_blocks(n);
+    let blocks = filter_blocks(m);
     let mut filter = vec![0u8; (blocks * FILTER_BLOCK_BYTES) as usize];
     for item in contents.ids {
         let (id, position) = item?;
@@ -791,8 +876,8 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
             }
         }
     }
-    if ids != n {
-        return Err(invalid("id count does not match the position range"));
+    if ids != m {
+        return Err(invalid("id count does not match the events"));
     }
     w.start(FILTER)?;
     w.write(&filter)?;
@@ -804,6 +889,7 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
         last_position: contents.last_position,
         streams_total: contents.streams_total,
         types_total: contents.types_total,
+        events: m,
         stream_count,
         type_count,
         off: w.off,
@@ -819,7 +905,7 @@ pub fn write_run(path: &Path, contents: RunContents<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Blocks of the id filter of a run of `n` events.
+/// Blocks of the id filter of a run of `n` events (holes not counted).
 fn filter_blocks(n: u64) -> u64 {
     (n.saturating_mul(FILTER_BITS_PER_ID) / (FILTER_BLOCK_BYTES * 8)).max(1)
 }
@@ -845,7 +931,8 @@ fn filter_probe(id: u128, blocks: u64) -> (u64, [usize; FILTER_PROBES as usize])
     (block, bits)
 }
 
-/// Writes one postings section; returns the entry count, the entries and the names blob.
+/// Writes one postings section of `n` postings (one per event); returns the entry count, the
+/// entries and the names blob.
 fn write_table(
     w: &mut RunWriter,
     section: usize,

@@ -142,17 +142,8 @@ fn insert_rejects_position_gaps_and_repeats() {
 #[test]
 fn insert_rejects_revisions_that_do_not_continue_the_stream() {
     let mut ix = Index::default();
-    // A new stream starts at revision 0.
-    assert_eq!(
-        rejected(ix.insert(entry(1, "a", "X", 1, 1))),
-        Err("stream 'a' revision 1 does not follow -1".to_owned())
-    );
-    // Nothing was added: not the location, the stream, the type or the id.
-    assert_eq!(ix.location(1).unwrap(), None);
-    assert_eq!(ix.stream_revision("a", ALL).unwrap(), None);
-    assert_eq!(ix.counts(), (0, 0));
-    assert_eq!(ix.position_of_id(1).unwrap(), None);
-
+    // (A stream new to the index may begin at any revision: see
+    // `streams_new_to_the_index_may_begin_above_revision_0`.)
     ix.insert(entry(1, "a", "X", 0, 1)).unwrap();
     ix.insert(entry(2, "b", "X", 0, 2)).unwrap();
     for bad in [0, 2, u64::MAX] {
@@ -514,7 +505,21 @@ fn assert_same_answers(want: &Index, got: &Index, n: u64, min_visible: u64, name
             want.location(p).unwrap(),
             "location {p}"
         );
+        assert_eq!(
+            got.prev_event(p).unwrap(),
+            want.prev_event(p).unwrap(),
+            "prev_event {p}"
+        );
+        for to in [p, p + 3, n, ALL] {
+            assert_eq!(
+                got.next_event(p, to).unwrap(),
+                want.next_event(p, to).unwrap(),
+                "next_event {p}..={to}"
+            );
+        }
     }
+    let all: Vec<u64> = (0..=n + 1).collect();
+    assert_eq!(got.locate(&all).unwrap(), want.locate(&all).unwrap());
     let cuts = [min_visible, min_visible + 1, (min_visible + n) / 2, n, ALL];
     for &visible in cuts.iter().filter(|&&v| v >= min_visible) {
         for s in names {
@@ -582,6 +587,17 @@ fn assert_same_answers(want: &Index, got: &Index, n: u64, min_visible: u64, name
 
 #[test]
 fn layered_index_answers_like_one_memtable() {
+    layered_like_one_memtable(false);
+}
+
+/// The same, over logs with gaps: holes between events, inside commits, at the start of a
+/// memtable, and streams that begin above revision 0.
+#[test]
+fn layered_index_with_holes_answers_like_one_memtable() {
+    layered_like_one_memtable(true);
+}
+
+fn layered_like_one_memtable(gaps: bool) {
     let dir = tempfile::tempdir().unwrap();
     for seed in 0..40u64 {
         let mut rng = Rng(seed);
@@ -589,19 +605,38 @@ fn layered_index_answers_like_one_memtable() {
         let names: Vec<String> = (0..1 + rng.below(12)).map(|k| format!("s-{k}")).collect();
         let mut want = Index::default();
         let mut got = Index::default();
-        let mut revisions = vec![0u64; names.len()];
+        // The next revision of each stream; a stream not yet seen may begin above 0.
+        let mut revisions: Vec<u64> = names
+            .iter()
+            .map(|_| if gaps { rng.below(3) * rng.below(5) } else { 0 })
+            .collect();
         let mut frozen_left = false;
         let mut p = 1;
+        // Position -> (stream, type) of the events inserted, to replay them below.
+        let mut events: std::collections::BTreeMap<u64, (usize, &str)> = Default::default();
         while p <= n {
             // A commit of 1..4 events; checkpoints happen only between commits.
             let k = 1 + rng.below(4);
-            for _ in 0..k.min(n + 1 - p) {
+            for _ in 0..k {
+                if gaps && rng.below(4) == 0 {
+                    // 1..20 positions removed before this one.
+                    p += 1 + rng.below(20);
+                    if p > n {
+                        break;
+                    }
+                    want.skip_to(p).unwrap();
+                    got.skip_to(p).unwrap();
+                }
+                if p > n {
+                    break;
+                }
                 let s = rng.below(names.len() as u64) as usize;
+                let t = ["A", "B", "C"][rng.below(3) as usize];
                 let e = IndexEntry {
                     position: p,
                     location: loc(p),
                     stream: &names[s],
-                    event_type: ["A", "B", "C"][rng.below(3) as usize],
+                    event_type: t,
                     revision: revisions[s],
                     // Ids repeat across streams, never within one.
                     id: u128::from(revisions[s]),
@@ -609,15 +644,17 @@ fn layered_index_answers_like_one_memtable() {
                 revisions[s] += 1;
                 want.insert(IndexEntry { ..e }).unwrap();
                 got.insert(e).unwrap();
+                events.insert(p, (s, t));
                 p += 1;
             }
-            if !frozen_left && rng.below(5) == 0 {
+            if !frozen_left && rng.below(5) == 0 && !got.active.is_empty() {
                 let frozen = got.freeze().unwrap();
                 let fp = Fingerprint {
                     location: loc(frozen.memtable.last_position()),
                     frame_crc: 0,
                 };
                 let run = write_and_open(dir.path(), frozen.contents(fp));
+                assert_eq!(run.trailer().events, frozen.memtable.len());
                 if rng.below(4) == 0 {
                     // Leave this one frozen: answered from memory while "being written".
                     frozen_left = true;
@@ -632,33 +669,266 @@ fn layered_index_answers_like_one_memtable() {
                 }
             }
         }
+        let n = want.last_position();
         assert_same_answers(&want, &got, n, got.runs_end(), &names);
         // The runs alone, reopened as a new index plus the rest replayed, answer the same.
-        let mut reopened = Index::from_runs(got.runs().to_vec()).unwrap();
-        for q in reopened.runs_end() + 1..=n {
+        let mut reopened = Index::from_runs(got.runs().to_vec(), 1).unwrap();
+        for (&q, &(s, t)) in events.range(reopened.runs_end() + 1..) {
             let l = want.location(q).unwrap().unwrap();
-            let (s, r) = names
-                .iter()
-                .find_map(|s| want.revision_in_stream(s, q).unwrap().map(|r| (s, r)))
-                .unwrap();
-            let t = ["A", "B", "C"]
-                .into_iter()
-                .find(|t| want.type_positions(t, q, Forwards, 1, ALL).unwrap() == vec![q])
-                .unwrap();
-            let id = u128::from(r);
+            let r = want.revision_in_stream(&names[s], q).unwrap().unwrap();
+            if q > reopened.next_position() {
+                reopened.skip_to(q).unwrap();
+            }
             reopened
                 .insert(IndexEntry {
                     position: q,
                     location: l,
-                    stream: s,
+                    stream: &names[s],
                     event_type: t,
                     revision: r,
-                    id,
+                    id: u128::from(r),
                 })
                 .unwrap();
         }
         assert_same_answers(&want, &reopened, n, reopened.runs_end(), &names);
     }
+}
+
+// ---- holes --------------------------------------------------------------------------------
+
+#[test]
+fn skip_to_leaves_holes_that_answer_nothing() {
+    let mut ix = Index::default();
+    ix.insert(entry(1, "a", "X", 0, 1)).unwrap();
+    assert_eq!(ix.next_position(), 2);
+    ix.skip_to(2).unwrap(); // no gap: nothing changes
+    ix.skip_to(5).unwrap();
+    ix.skip_to(6).unwrap(); // a later skip replaces an earlier one
+    assert_eq!(ix.next_position(), 6);
+    // Nothing is stored until the next event: the index still ends at 1.
+    assert_eq!(ix.last_position(), 1);
+    assert_eq!(ix.memtable_events(), 1);
+    assert_eq!(
+        rejected(ix.skip_to(5)),
+        Err("cannot skip back to position 5: the index continues at 6".to_owned())
+    );
+    for p in [2, 5, 7] {
+        assert_eq!(
+            rejected(ix.insert(entry(p, "a", "X", 1, 2))),
+            Err(format!("position {p} does not follow 5"))
+        );
+    }
+    ix.insert(entry(6, "a", "X", 1, 2)).unwrap();
+    assert_eq!(ix.last_position(), 6);
+    assert_eq!(ix.memtable_events(), 2);
+    for p in 2..=5 {
+        assert_eq!(ix.location(p).unwrap(), None, "hole {p}");
+    }
+    assert_eq!(ix.location(6).unwrap(), Some(loc(6)));
+    assert_eq!(
+        ix.locate(&[6, 5, 4, 3, 2, 1, 0]).unwrap(),
+        vec![(6, loc(6)), (1, loc(1))]
+    );
+    assert_eq!(ix.next_event(2, 10).unwrap(), Some((6, loc(6))));
+    assert_eq!(ix.next_event(2, 5).unwrap(), None);
+    assert_eq!(ix.next_event(0, 10).unwrap(), Some((1, loc(1))));
+    assert_eq!(ix.next_event(7, ALL).unwrap(), None);
+    assert_eq!(ix.prev_event(5).unwrap(), Some((1, loc(1))));
+    assert_eq!(ix.prev_event(ALL).unwrap(), Some((6, loc(6))));
+    assert_eq!(ix.prev_event(0).unwrap(), None);
+    // The stream's revisions continue over the gap.
+    assert_eq!(
+        ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(),
+        Some(vec![(0, 1), (1, 6)])
+    );
+    // After the gap, positions follow one another again.
+    assert_eq!(
+        rejected(ix.insert(entry(8, "a", "X", 2, 3))),
+        Err("position 8 does not follow 6".to_owned())
+    );
+    ix.insert(entry(7, "a", "X", 2, 3)).unwrap();
+    // A hole is never a frame location.
+    ix.skip_to(9).unwrap();
+    let mut e = entry(9, "b", "X", 0, 4);
+    e.location = HOLE;
+    assert_eq!(
+        rejected(ix.insert(e)),
+        Err("position 9 has no frame location".to_owned())
+    );
+}
+
+#[test]
+fn streams_new_to_the_index_may_begin_above_revision_0() {
+    let mut ix = Index::default();
+    ix.insert(entry(1, "a", "X", 5, 1)).unwrap();
+    ix.insert(entry(2, "b", "X", 0, 2)).unwrap();
+    // A stream the index knows continues exactly.
+    for r in [0, 5, 7] {
+        assert_eq!(
+            rejected(ix.insert(entry(3, "a", "X", r, 3))),
+            Err(format!("stream 'a' revision {r} does not follow 5"))
+        );
+    }
+    ix.insert(entry(3, "a", "X", 6, 3)).unwrap();
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(6));
+    // Reads from revision 0 begin at the first one held.
+    assert_eq!(
+        ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(),
+        Some(vec![(5, 1), (6, 3)])
+    );
+    assert_eq!(
+        ix.stream_positions("a", 0, Forwards, 1, ALL).unwrap(),
+        Some(vec![(5, 1)])
+    );
+    assert_eq!(
+        ix.stream_positions("a", 6, Forwards, 10, ALL).unwrap(),
+        Some(vec![(6, 3)])
+    );
+    assert_eq!(
+        ix.stream_positions("a", ALL, Backwards, 10, ALL).unwrap(),
+        Some(vec![(6, 3), (5, 1)])
+    );
+    assert_eq!(
+        ix.stream_positions("a", 4, Backwards, 10, ALL).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(ix.position_of_revision("a", 4).unwrap(), None);
+    assert_eq!(ix.position_of_revision("a", 5).unwrap(), Some(1));
+    assert_eq!(ix.revision_in_stream("a", 3).unwrap(), Some(6));
+    assert_eq!(ix.counts(), (2, 1));
+    // The same through a run and a new memtable.
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = ix.freeze().unwrap();
+    let fp = Fingerprint {
+        location: loc(3),
+        frame_crc: 0,
+    };
+    let run = write_and_open(dir.path(), frozen.contents(fp));
+    ix.install_run(run).unwrap();
+    ix.insert(entry(4, "c", "X", 3, 4)).unwrap();
+    assert_eq!(
+        rejected(ix.insert(entry(5, "a", "X", 0, 5))),
+        Err("stream 'a' revision 0 does not follow 6".to_owned())
+    );
+    ix.insert(entry(5, "a", "X", 7, 5)).unwrap();
+    assert_eq!(
+        ix.stream_positions("a", 0, Forwards, 10, ALL).unwrap(),
+        Some(vec![(5, 1), (6, 3), (7, 5)])
+    );
+    assert_eq!(
+        ix.stream_positions("c", 1, Forwards, 10, ALL).unwrap(),
+        Some(vec![(3, 4)])
+    );
+    assert_eq!(ix.counts(), (3, 1));
+}
+
+#[test]
+fn runs_carry_holes_through_write_merge_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two runs, each starting with holes: 1..=10 (events at 4, 10) and 11..=30 (25, 30).
+    let mut ix = Index::default();
+    for (p, r) in [(4, 0), (10, 1)] {
+        ix.skip_to(p).unwrap();
+        ix.insert(entry(p, "s", "T", r, u128::from(p))).unwrap();
+    }
+    let fp = |p| Fingerprint {
+        location: loc(p),
+        frame_crc: 0,
+    };
+    let frozen = ix.freeze().unwrap();
+    let first = write_and_open(dir.path(), frozen.contents(fp(10)));
+    assert_eq!(
+        (first.trailer().positions(), first.trailer().events),
+        (10, 2)
+    );
+    ix.install_run(first.clone()).unwrap();
+    for (p, r) in [(25, 2), (30, 3)] {
+        ix.skip_to(p).unwrap();
+        ix.insert(entry(p, "s", "T", r, u128::from(p))).unwrap();
+    }
+    let frozen = ix.freeze().unwrap();
+    let second = write_and_open(dir.path(), frozen.contents(fp(30)));
+    ix.install_run(second).unwrap();
+    let merged = write_and_open(dir.path(), merge_runs(ix.runs()).unwrap());
+    assert_eq!(
+        (merged.trailer().positions(), merged.trailer().events),
+        (30, 4)
+    );
+    let all: Vec<u64> = (0..=31).collect();
+    let want = vec![(4, loc(4)), (10, loc(10)), (25, loc(25)), (30, loc(30))];
+    for index in [
+        Index::from_runs(vec![merged.clone()], 1).unwrap(),
+        Index::from_runs(ix.runs().to_vec(), 1).unwrap(),
+    ] {
+        assert_eq!(index.locate(&all).unwrap(), want);
+        for p in all.iter().copied() {
+            let expected = want.iter().find(|w| w.0 == p).map(|w| w.1);
+            assert_eq!(index.location(p).unwrap(), expected, "{p}");
+        }
+        assert_eq!(index.next_event(11, 29).unwrap(), Some((25, loc(25))));
+        assert_eq!(index.next_event(26, 29).unwrap(), None);
+        assert_eq!(index.prev_event(24).unwrap(), Some((10, loc(10))));
+        assert_eq!(index.prev_event(3).unwrap(), None);
+        assert_eq!(
+            index.stream_positions("s", 0, Forwards, 10, ALL).unwrap(),
+            Some(vec![(0, 4), (1, 10), (2, 25), (3, 30)])
+        );
+        assert_eq!(
+            index.type_positions("T", 5, Forwards, 10, ALL).unwrap(),
+            vec![10, 25, 30]
+        );
+        assert_eq!(index.position_of_id(25).unwrap(), Some(25));
+        assert_eq!(index.next_position(), 31);
+        assert_eq!(index.runs_end(), 30);
+    }
+    // A run never ends in a hole.
+    let bad = RunContents {
+        first_position: 1,
+        last_position: 2,
+        streams_total: 1,
+        types_total: 1,
+        fingerprint: fp(1),
+        locations: Box::new([run::pack_location(loc(1)), 0].into_iter().map(Ok)),
+        streams: Box::new(std::iter::empty()),
+        types: Box::new(std::iter::empty()),
+        ids: Box::new(std::iter::empty()),
+    };
+    assert!(matches!(
+        run::write_run(&dir.path().join("bad.idx"), bad),
+        Err(Error::InvalidArgument(m)) if m.contains("last position is a hole")
+    ));
+}
+
+#[test]
+fn an_index_may_start_after_position_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ix = Index::from_runs(Vec::new(), 1000).unwrap();
+    assert_eq!((ix.next_position(), ix.runs_end()), (1000, 999));
+    assert_eq!(
+        rejected(ix.insert(entry(1, "a", "X", 0, 1))),
+        Err("position 1 does not follow 999".to_owned())
+    );
+    ix.insert(entry(1000, "a", "X", 0, 1)).unwrap();
+    ix.insert(entry(1001, "a", "X", 1, 2)).unwrap();
+    assert_eq!(ix.location(999).unwrap(), None);
+    assert_eq!(ix.next_event(1, 2000).unwrap(), Some((1000, loc(1000))));
+    assert_eq!(ix.prev_event(999).unwrap(), None);
+    let frozen = ix.freeze().unwrap();
+    let fp = Fingerprint {
+        location: loc(1001),
+        frame_crc: 0,
+    };
+    let run = write_and_open(dir.path(), frozen.contents(fp));
+    assert_eq!(
+        (run.first_position(), run.trailer().positions(), run.trailer().events),
+        (1000, 2, 2)
+    );
+    // The chain of runs must start where the log does.
+    assert!(Index::from_runs(vec![run.clone()], 1).is_err());
+    assert!(Index::from_runs(Vec::new(), 0).is_err());
+    let ix = Index::from_runs(vec![run], 1000).unwrap();
+    assert_eq!((ix.next_position(), ix.runs_end()), (1002, 1001));
+    assert_eq!(ix.location(1000).unwrap(), Some(loc(1000)));
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //! |     48 |    4 | commit_index     | index of this event within its commit                    |
 //! |     52 |    4 | commit_count     | number of events in its commit (>= 1)                    |
 //! |     56 |    1 | content_type     | 0 binary, 1 json                                         |
-//! |     57 |    1 | flags            | reserved, 0                                              |
+//! |     57 |    1 | flags            | bit 0 [`GAP_BEFORE`]; the other bits are 0               |
 //! |     58 |    2 | stream_len       | bytes of the stream name                                 |
 //! |     60 |    2 | type_len         | bytes of the event type                                  |
 //! |     62 |    2 | reserved         | 0                                                        |
@@ -25,6 +25,10 @@
 //!
 //! All integers are little-endian. `len` equals 72 + the four lengths exactly. A `len` of zero
 //! marks the end of the written part of a segment (segments are zero-filled ahead of time).
+//!
+//! [`GAP_BEFORE`] marks a frame whose position may be above the one after the previous frame
+//! of the log: the positions in between were removed by a rewrite (compaction) or never copied
+//! (a replay from a position). Frames the store's writer appends never carry it.
 //!
 //! The decoder is total: any byte string gives a frame, `End`, `Incomplete`, or a
 //! [`FrameError`], never a panic.
@@ -59,6 +63,12 @@ const OFF_METADATA_LEN: usize = OFF_DATA_LEN + 4;
 const _: () = assert!(OFF_METADATA_LEN + 4 == EVENT_HEADER_BYTES);
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 
+/// Frame flag: the positions between the previous frame of the log and this one were removed
+/// (or never copied), so this frame's position may be above the previous one + 1.
+pub const GAP_BEFORE: u8 = 1;
+/// Every flag this build knows; any other bit set is an inconsistent frame.
+pub const KNOWN_FLAGS: u8 = GAP_BEFORE;
+
 /// The fixed fields of an event record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventHeader {
@@ -70,6 +80,15 @@ pub struct EventHeader {
     pub commit_index: u32,
     pub commit_count: u32,
     pub content_type: u8,
+    /// Bits of [`KNOWN_FLAGS`]: [`GAP_BEFORE`] or 0.
+    pub flags: u8,
+}
+
+impl EventHeader {
+    /// Whether the frame says the positions before it were removed ([`GAP_BEFORE`]).
+    pub fn gap_before(&self) -> bool {
+        self.flags & GAP_BEFORE != 0
+    }
 }
 
 /// The variable parts of an event record, borrowed.
@@ -125,12 +144,13 @@ pub fn serialized_len(body: &EventBody<'_>) -> usize {
 }
 
 /// Appends one frame to `buf`. The caller has checked the limits: names fit in `u16`, data and
-/// metadata in `u32`, and the payload in [`PAYLOAD_BYTES_MAX`].
+/// metadata in `u32`, the payload in [`PAYLOAD_BYTES_MAX`], and only [`KNOWN_FLAGS`] are set.
 pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>) {
     let total = serialized_len(body);
     let payload_len = total - FRAME_PREFIX_BYTES;
     debug_assert!(payload_len <= PAYLOAD_BYTES_MAX);
     debug_assert!(header.commit_index < header.commit_count);
+    debug_assert_eq!(header.flags & !KNOWN_FLAGS, 0);
     let start = buf.len();
     buf.reserve(total);
     #[expect(
@@ -147,7 +167,7 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     buf.extend_from_slice(&header.commit_index.to_le_bytes());
     buf.extend_from_slice(&header.commit_count.to_le_bytes());
     buf.push(header.content_type);
-    buf.push(0);
+    buf.push(header.flags);
     #[expect(
         clippy::cast_possible_truncation,
         reason = "name limits are at most u16::MAX"
@@ -237,6 +257,7 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
         commit_index: u32_at(OFF_COMMIT_INDEX)?,
         commit_count: u32_at(OFF_COMMIT_COUNT)?,
         content_type: *p.get(OFF_CONTENT_TYPE).ok_or(missing.clone())?,
+        flags: *p.get(OFF_FLAGS).ok_or(missing.clone())?,
     };
     if header.position == 0 {
         return Err(FrameError::Inconsistent("position 0"));
@@ -247,7 +268,10 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
     if header.content_type > 1 {
         return Err(FrameError::Inconsistent("unknown content type"));
     }
-    if p.get(OFF_FLAGS) != Some(&0) || u16_at(OFF_RESERVED)? != 0 {
+    if header.flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::Inconsistent("unknown frame flags"));
+    }
+    if u16_at(OFF_RESERVED)? != 0 {
         return Err(FrameError::Inconsistent("reserved bytes are not zero"));
     }
     let stream_len = u16_at(OFF_STREAM_LEN)? as usize;

@@ -5,6 +5,7 @@
 //! read-only and read only up to the visible position the store publishes.
 
 pub mod frame;
+pub mod rewrite;
 pub mod segment;
 
 use std::fs::{self, File, OpenOptions};
@@ -102,7 +103,7 @@ pub fn map_log(dir: &Path, segment_bytes: u64) -> Result<MappedLog> {
     if names.is_empty() {
         let path = dir.join(segment_file_name(1));
         let file = preallocate(&prealloc, segment_bytes)?;
-        install_segment(&file, &prealloc, &path, dir, 1)?;
+        install_segment(&file, &prealloc, &path, dir, 1, 0)?;
         names.push((1, path));
     }
     if u32::try_from(names.len()).is_err() {
@@ -148,9 +149,27 @@ impl MappedLog {
         &self.segments
     }
 
+    /// The first position of the log: the first segment's, from its header (1 unless the log
+    /// was written starting after a gap).
+    pub fn first_position(&self) -> Result<u64> {
+        let (view, (_, path)) = self
+            .segments
+            .first()
+            .zip(self.names.first())
+            .ok_or_else(|| Error::InvalidConfig("no segment".into()))?;
+        segment::decode_header(&view.bytes)
+            .map(|h| h.first_position)
+            .map_err(|reason| Error::corruption(path, 0, reason))
+    }
+
     /// Checks the segments and calls `on_event` with each event of every whole commit in log
     /// order, from `resume` on when given (the segments before it are trusted: only their
     /// headers are checked). A torn tail of the last segment is zeroed.
+    ///
+    /// Positions may skip only where the log says so: a frame flagged `GAP_BEFORE`, or a
+    /// segment whose header is flagged `SEGMENT_GAP_BEFORE` (the first segment starts at 1
+    /// otherwise). The last segment may be empty with a flagged header: the next position is
+    /// then its first position, above the last event + 1.
     pub fn scan(
         self,
         resume: Option<Resume>,
@@ -163,7 +182,9 @@ impl MappedLog {
             segments,
             last_file,
         } = self;
-        let mut expected_first = None;
+        // The first segment starts at 1 unless its header is flagged; the segments after a
+        // resume point are checked against the scan, those before it only by their headers.
+        let mut expected_first = Some(1);
         let last_index = names.len() - 1;
         let mut data_end = 0;
         for (i, ((named_first, path), view)) in names.iter().zip(&segments).enumerate() {
@@ -176,8 +197,9 @@ impl MappedLog {
             let segment_index = i as u32;
             let start = match resume {
                 Some(r) if segment_index < r.segment => {
-                    let first = segment::decode_header(&view.bytes)
+                    let header = segment::decode_header(&view.bytes)
                         .map_err(|reason| Error::corruption(path, 0, reason))?;
+                    let first = header.first_position;
                     if first != *named_first {
                         return Err(Error::corruption(
                             path,
@@ -185,6 +207,16 @@ impl MappedLog {
                             format!("file name says position {named_first}, header says {first}"),
                         ));
                     }
+                    if i == 0 && first != 1 && !header.gap_before() {
+                        return Err(Error::corruption(
+                            path,
+                            0,
+                            format!(
+                                "segment starts at position {first}, but the log continues at 1"
+                            ),
+                        ));
+                    }
+                    expected_first = None;
                     continue;
                 }
                 Some(r) if segment_index == r.segment => Some((r.offset, r.next_position)),
@@ -313,7 +345,7 @@ impl LogWriter {
             None => preallocate(&prealloc, self.segment_bytes)?,
         };
         let path = self.dir.join(segment_file_name(first_position));
-        install_segment(&file, &prealloc, &path, &self.dir, first_position)?;
+        install_segment(&file, &prealloc, &path, &self.dir, first_position, 0)?;
         let bytes = map(&file, &path)?;
         self.capacity = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         self.active = file;
@@ -388,16 +420,18 @@ fn preallocate_io(path: &Path, bytes: u64, paced: bool) -> std::io::Result<File>
     Ok(file)
 }
 
-/// Writes the header into a pre-allocated file, syncs it, renames it into place and syncs the
-/// directory, so the segment's directory entry is durable before any event is written to it.
+/// Writes the header (with segment header `flags`) into a pre-allocated file, syncs it, renames
+/// it into place and syncs the directory, so the segment's directory entry is durable before
+/// any event is written to it.
 fn install_segment(
     file: &File,
     from: &Path,
     to: &Path,
     dir: &Path,
     first_position: u64,
+    flags: u32,
 ) -> Result<()> {
-    file.write_all_at(&encode_header(first_position), 0)
+    file.write_all_at(&encode_header(first_position, flags), 0)
         .map_err(|e| Error::io(from, e))?;
     file.sync_data().map_err(|e| Error::io(from, e))?;
     fs::rename(from, to).map_err(|e| Error::io(to, e))?;

@@ -6,10 +6,15 @@
 //! |      8 |    4 | format_version | [`FORMAT_VERSION`]                            |
 //! |     12 |    4 | header_bytes   | 32                                            |
 //! |     16 |    8 | first_position | position of the segment's first event         |
-//! |     24 |    4 | reserved       | 0                                             |
+//! |     24 |    4 | flags          | bit 0 [`SEGMENT_GAP_BEFORE`]; other bits 0     |
 //! |     28 |    4 | header_crc     | crc32 of bytes 0..28                          |
 //!
 //! A segment file is named `{first_position:020}.seg`, so lexical order is log order.
+//!
+//! A segment starts at the position after the previous segment's last event (1 for the first
+//! segment) unless its header carries [`SEGMENT_GAP_BEFORE`]: then it may start above it, the
+//! positions in between having been removed by a rewrite or never copied. A frame inside a
+//! segment may likewise jump ahead only when it carries [`frame::GAP_BEFORE`].
 //! Scanning a segment checks every frame and groups frames into commits; the recovery rules
 //! (what is a torn tail, what is damage) are in `docs/FORMAT.md` and implemented by
 //! [`scan_segment`].
@@ -27,9 +32,30 @@ pub const SEGMENT_HEADER_BYTES: usize = 32;
 const OFF_VERSION: usize = 8;
 const OFF_HEADER_BYTES: usize = OFF_VERSION + 4;
 const OFF_FIRST_POSITION: usize = OFF_HEADER_BYTES + 4;
-const OFF_RESERVED: usize = OFF_FIRST_POSITION + 8;
-const OFF_CRC: usize = OFF_RESERVED + 4;
+const OFF_FLAGS: usize = OFF_FIRST_POSITION + 8;
+const OFF_CRC: usize = OFF_FLAGS + 4;
 const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_BYTES);
+
+/// Segment header flag: this segment may start above the position after the previous
+/// segment's last event (above 1 for the first segment).
+pub const SEGMENT_GAP_BEFORE: u32 = 1;
+/// Every segment header flag this build knows; any other bit set is damage.
+pub const SEGMENT_KNOWN_FLAGS: u32 = SEGMENT_GAP_BEFORE;
+
+/// The decoded fields of a segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub first_position: u64,
+    /// Bits of [`SEGMENT_KNOWN_FLAGS`].
+    pub flags: u32,
+}
+
+impl SegmentHeader {
+    /// Whether the segment may start after a gap ([`SEGMENT_GAP_BEFORE`]).
+    pub fn gap_before(&self) -> bool {
+        self.flags & SEGMENT_GAP_BEFORE != 0
+    }
+}
 
 /// File name of the segment whose first event has `first_position`.
 pub fn segment_file_name(first_position: u64) -> String {
@@ -45,7 +71,9 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-pub fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+/// The header of a segment starting at `first_position`; `flags` is 0 or
+/// [`SEGMENT_GAP_BEFORE`] (unknown bits are dropped).
+pub fn encode_header(first_position: u64, flags: u32) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     let mut put = |off: usize, bytes: &[u8]| {
         if let Some(slot) = h.get_mut(off..off + bytes.len()) {
@@ -60,6 +88,7 @@ pub fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
         &(SEGMENT_HEADER_BYTES as u32).to_le_bytes(),
     );
     put(OFF_FIRST_POSITION, &first_position.to_le_bytes());
+    put(OFF_FLAGS, &(flags & SEGMENT_KNOWN_FLAGS).to_le_bytes());
     let crc = crc32fast::hash(h.get(..OFF_CRC).unwrap_or_default());
     if let Some(slot) = h.get_mut(OFF_CRC..) {
         slot.copy_from_slice(&crc.to_le_bytes());
@@ -67,8 +96,8 @@ pub fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     h
 }
 
-/// Decodes a segment header, returning the first position. The error says what is wrong.
-pub fn decode_header(bytes: &[u8]) -> std::result::Result<u64, String> {
+/// Decodes a segment header. The error says what is wrong.
+pub fn decode_header(bytes: &[u8]) -> std::result::Result<SegmentHeader, String> {
     let h = bytes.get(..SEGMENT_HEADER_BYTES).ok_or_else(|| {
         format!(
             "file is {} bytes, shorter than the segment header",
@@ -97,8 +126,13 @@ pub fn decode_header(bytes: &[u8]) -> std::result::Result<u64, String> {
             "unsupported segment format version {version} (this build reads {FORMAT_VERSION})"
         ));
     }
-    if u32_at(OFF_HEADER_BYTES) as usize != SEGMENT_HEADER_BYTES || u32_at(OFF_RESERVED) != 0 {
-        return Err("unexpected segment header size or reserved bytes".into());
+    let header_bytes = u32_at(OFF_HEADER_BYTES);
+    if header_bytes as usize != SEGMENT_HEADER_BYTES {
+        return Err(format!("unexpected segment header size {header_bytes}"));
+    }
+    let flags = u32_at(OFF_FLAGS);
+    if flags & !SEGMENT_KNOWN_FLAGS != 0 {
+        return Err(format!("unknown segment header flags {flags:#010x}"));
     }
     let first = h
         .get(OFF_FIRST_POSITION..OFF_FIRST_POSITION + 8)
@@ -108,7 +142,10 @@ pub fn decode_header(bytes: &[u8]) -> std::result::Result<u64, String> {
     if first == 0 {
         return Err("segment first position is 0".into());
     }
-    Ok(first)
+    Ok(SegmentHeader {
+        first_position: first,
+        flags,
+    })
 }
 
 /// Whether a segment is the newest one (which may end in a torn write) or a sealed one (which
@@ -151,7 +188,9 @@ pub struct ScannedFrame<'a> {
 /// Scans a segment's bytes, calling `on_event` for every event of every whole commit, in order.
 ///
 /// `expected_first`, when given, is the position the segment must start at (the previous
-/// segment's next position). `zeros_from`, when given, answers whether every byte from an
+/// segment's next position, or 1 for the first segment); a header flagged
+/// [`SEGMENT_GAP_BEFORE`] may start above it. Within the segment each frame must carry the
+/// position after the previous one, or, flagged [`frame::GAP_BEFORE`], any higher one. `zeros_from`, when given, answers whether every byte from an
 /// offset to the end of the segment is zero (the store reads the file for this rather than the
 /// mapping, so that the unwritten part of the last segment never becomes resident); by default
 /// the bytes are looked at. `start`, when given, is where scanning begins: the byte offset of
@@ -167,9 +206,10 @@ pub fn scan_segment(
     zeros_from: Option<&dyn Fn(usize) -> bool>,
     on_event: &mut dyn FnMut(ScannedFrame<'_>) -> Result<()>,
 ) -> Result<SegmentScan> {
-    let first_position = decode_header(bytes).map_err(|r| Error::corruption(path, 0, r))?;
+    let header = decode_header(bytes).map_err(|r| Error::corruption(path, 0, r))?;
+    let first_position = header.first_position;
     if let Some(expected) = expected_first
-        && expected != first_position
+        && !(first_position == expected || (header.gap_before() && first_position > expected))
     {
         return Err(Error::corruption(
             path,
@@ -192,6 +232,9 @@ pub fn scan_segment(
         None => (SEGMENT_HEADER_BYTES, first_position),
     };
     let mut commit_start = offset;
+    // The position the commit starting at `commit_start` was expected to have: what the log
+    // continues at if that commit is cut off.
+    let mut commit_start_position = next_position;
     let mut pending: Vec<(usize, DecodedFrame)> = Vec::new();
     let anomaly: &'static str = loop {
         let rest = bytes.get(offset..).unwrap_or_default();
@@ -224,12 +267,13 @@ pub fn scan_segment(
             Decoded::Incomplete => break "frame runs past the end of the segment",
         };
         let h = &f.header;
-        if h.position != next_position {
+        if !(h.position == next_position || (h.gap_before() && h.position > next_position)) {
+            let or_above = if h.gap_before() { " or above" } else { "" };
             return Err(Error::corruption(
                 path,
                 offset as u64,
                 format!(
-                    "frame has position {}, expected {next_position}",
+                    "frame has position {}, expected {next_position}{or_above}",
                     h.position
                 ),
             ));
@@ -250,8 +294,9 @@ pub fn scan_segment(
         }
         let frame_len = f.frame_len;
         let commit_count = h.commit_count;
+        let position = h.position;
         pending.push((offset, f));
-        next_position = next_position
+        next_position = position
             .checked_add(1)
             .ok_or_else(|| Error::corruption(path, offset as u64, "position overflows 64 bits"))?;
         offset += frame_len;
@@ -267,12 +312,13 @@ pub fn scan_segment(
                 })?;
             }
             commit_start = offset;
+            commit_start_position = next_position;
         }
     };
 
     // Something other than a clean end lies at `offset`; the commit in progress starts at
-    // `commit_start` with position `lost_position`.
-    let lost_position = next_position - pending.len() as u64;
+    // `commit_start`, where the log continued at `lost_position`.
+    let lost_position = commit_start_position;
     if role == SegmentRole::Sealed {
         return Err(Error::corruption(path, offset as u64, anomaly));
     }

@@ -9,7 +9,7 @@
 //! O(log n) times.
 //!
 //! Architecture invariant: a run is never trusted over the log. At open, the chain of runs
-//! covering positions `1..=n` is accepted only if each run's checksums hold and the log has,
+//! covering positions `first..=n` (`first` is the log's first position) is accepted only if each run's checksums hold and the log has,
 //! at the location the run names, an intact frame of its last position with the same checksum;
 //! otherwise the run is ignored, logged, and its events are replayed from the log.
 
@@ -83,10 +83,11 @@ pub(crate) struct Loaded {
     pub resume: Option<Resume>,
 }
 
-/// Chooses the chain of runs covering `1..=n` with the largest `n` that checks out against the
-/// log. Unused, damaged and temporary files are removed; nothing here fails the open, since
-/// the log alone can always rebuild the index.
-pub(crate) fn load(dir: &Path, segments: &[Arc<SegmentView>]) -> Loaded {
+/// Chooses the chain of runs covering `first_position..=n` with the largest `n` that checks out
+/// against the log (`first_position` is the log's first position). Unused, damaged and
+/// temporary files are removed; nothing here fails the open, since the log alone can always
+/// rebuild the index.
+pub(crate) fn load(dir: &Path, segments: &[Arc<SegmentView>], first_position: u64) -> Loaded {
     let index_dir = dir.join(INDEX_DIR);
     let mut candidates: Vec<(u64, u64, PathBuf)> = Vec::new();
     let mut unused: Vec<PathBuf> = Vec::new();
@@ -105,7 +106,7 @@ pub(crate) fn load(dir: &Path, segments: &[Arc<SegmentView>]) -> Loaded {
     candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut runs: Vec<Arc<Run>> = Vec::new();
     let mut resume = None;
-    let mut next = 1u64;
+    let mut next = first_position;
     let mut used = std::collections::HashSet::new();
     loop {
         let mut chosen = None;
@@ -226,7 +227,16 @@ pub(crate) fn run_thread(shared: Arc<Shared>) {
                 break;
             }
             let due = |shared: &Shared| {
-                let pending = shared.visible() - shared.index.read().runs_end();
+                // Events indexed and visible past the last run. Not simply the visible
+                // position: a log rewritten without its newest events continues after a gap,
+                // which is visible but holds nothing to checkpoint.
+                let pending = {
+                    let index = shared.index.read();
+                    shared
+                        .visible()
+                        .min(index.last_position())
+                        .saturating_sub(index.runs_end())
+                };
                 let by_count = pending >= every;
                 let by_time =
                     !interval.is_zero() && pending > 0 && last_checkpoint.elapsed() >= interval;
@@ -396,7 +406,7 @@ fn merge(shared: &Shared) -> Result<()> {
         let [.., older, newer] = runs.as_slice() else {
             return Ok(());
         };
-        if older.trailer().events() >= 2 * newer.trailer().events() {
+        if older.trailer().positions() >= 2 * newer.trailer().positions() {
             return Ok(());
         }
         let started = Instant::now();

@@ -152,19 +152,31 @@ impl Store {
         compaction::recover(&dir)?;
         let started = Instant::now();
         let mapped = log::map_log(&dir, config.segment_bytes)?;
+        // 1 unless the log was written starting after a gap (a replay from a position, or a
+        // compaction that removed the oldest events): the index covers the log from there.
+        let first_position = mapped.first_position()?;
         let loaded = if config.checkpoint_events > 0 {
-            checkpoint::load(&dir, mapped.segments())
+            checkpoint::load(&dir, mapped.segments(), first_position)
         } else {
             checkpoint::Loaded {
                 runs: Vec::new(),
                 resume: None,
             }
         };
-        let mut index = Index::from_runs(loaded.runs)?;
+        let mut index = Index::from_runs(loaded.runs, first_position)?;
         let checkpoint_end = index.runs_end();
         let opened = mapped.scan(loaded.resume, &mut |path, location, f| {
             let body = f.frame.body(f.payload);
             let h = &f.frame.header;
+            let as_corruption = |e| match e {
+                Error::InvalidArgument(reason) => Error::corruption(path, f.offset, reason),
+                other => other,
+            };
+            // The scan lets positions skip only where the log marks a gap; the positions
+            // skipped become holes in the index.
+            if h.position > index.next_position() {
+                index.skip_to(h.position).map_err(as_corruption)?;
+            }
             index
                 .insert(IndexEntry {
                     position: h.position,
@@ -174,15 +186,18 @@ impl Store {
                     revision: h.revision,
                     id: u128::from_be_bytes(h.id),
                 })
-                .map_err(|e| match e {
-                    Error::InvalidArgument(reason) => Error::corruption(path, f.offset, reason),
-                    other => other,
-                })
+                .map_err(as_corruption)
         })?;
+        // A log whose newest events were removed continues after a gap (its last segment is
+        // empty and starts there): the writer's first append lands past the index's end, and
+        // its insert adds the holes before it.
+        if opened.next_position > index.next_position() {
+            index.skip_to(opened.next_position)?;
+        }
         let (streams, types) = index.counts();
         tracing::info!(
             dir = %dir.display(),
-            events = opened.next_position - 1,
+            last_position = opened.next_position - 1,
             checkpoint_through = checkpoint_end,
             replayed = opened.next_position - 1 - checkpoint_end,
             index_runs = index.runs().len(),

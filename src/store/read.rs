@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Shared, Store, lifecycle};
 use crate::error::{Error, Result};
 use crate::log::frame::{self, Decoded, DecodedFrame, FRAME_PREFIX_BYTES};
-use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 use crate::log::{Location, SegmentView};
 use crate::types::{AllSlice, ContentType, Direction, Filter, Position, RecordedEvent, Revision};
 
@@ -159,7 +159,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The event at `position`, or `None` when there is no visible event there.
+    /// The event at `position`, or `None` when there is no visible event there (a position
+    /// removed from the log, a hole in the index, is none).
     pub fn read_event(&self, position: Position) -> Result<Option<RecordedEvent>> {
         if position.0 == 0 || position.0 > self.shared.visible() {
             return Ok(None);
@@ -224,13 +225,24 @@ impl Shared {
                 end_of_log: start > visible,
             });
         }
-        let Some(mut location) = self.index.read().location(start)? else {
-            return Err(Error::InvalidArgument(format!(
-                "no location for position {start}"
-            )));
+        // The first event at or after `start`: a start removed from the log (a hole) begins at
+        // the next event.
+        let first = {
+            let index = self.index.read();
+            match index.location(start)? {
+                Some(location) => Some((start, location)),
+                None => index.next_event(start, visible)?,
+            }
+        };
+        let Some((mut position, mut location)) = first else {
+            // Nothing but holes up to the visible end.
+            return Ok(AllSlice {
+                events,
+                scanned_to: Position(visible),
+                end_of_log: true,
+            });
         };
         let mut segment = self.segment_or_err(location.segment)?;
-        let mut position = start;
         let mut scanned = 0u64;
         let view = self.lifecycle.view();
         while position <= visible && events.len() < count && scanned < scan_max {
@@ -250,15 +262,29 @@ impl Shared {
                         offset: SEGMENT_HEADER_BYTES as u32,
                     };
                     segment = self.segment_or_err(location.segment)?;
+                    // A segment flagged as starting after a gap starts at its own first
+                    // position (an empty last one says where the next append goes).
+                    let header = segment::decode_header(&segment.bytes)
+                        .map_err(|reason| Error::corruption(&segment.path, 0, reason))?;
+                    if header.gap_before() {
+                        position = position.max(header.first_position);
+                    }
                     continue;
                 }
             };
             if f.header.position != position {
-                return Err(Error::corruption(
-                    &segment.path,
-                    u64::from(location.offset),
-                    format!("expected position {position}, found {}", f.header.position),
-                ));
+                if !(f.header.gap_before() && f.header.position > position) {
+                    return Err(Error::corruption(
+                        &segment.path,
+                        u64::from(location.offset),
+                        format!("expected position {position}, found {}", f.header.position),
+                    ));
+                }
+                // The positions before this frame were removed from the log.
+                position = f.header.position;
+                if position > visible {
+                    break;
+                }
             }
             let len = f.frame_len as u32;
             let keep = (filter.is_empty() && !view.is_active()) || {
@@ -280,7 +306,7 @@ impl Shared {
         }
         Ok(AllSlice {
             events,
-            scanned_to: Position(position - 1),
+            scanned_to: Position((position - 1).min(visible)),
             end_of_log: position > visible,
         })
     }
@@ -300,11 +326,19 @@ impl Shared {
         let view = self.lifecycle.view();
         const CHUNK: u64 = 1024;
         while position >= 1 && events.len() < count && scanned < scan_max {
-            let low = position.saturating_sub(CHUNK - 1).max(1);
-            let located: Vec<(u64, Location)> = {
+            let (low, located) = {
+                let index = self.index.read();
+                // Step over holes (positions removed from the log) to the next event down.
+                let Some((newest, _)) = index.prev_event(position)? else {
+                    position = 0;
+                    break;
+                };
+                position = newest;
+                let low = position.saturating_sub(CHUNK - 1).max(1);
                 let positions: Vec<u64> = (low..=position).rev().collect();
-                self.index.read().locate(&positions)?
+                (low, index.locate(&positions)?)
             };
+            let mut stopped = false;
             for (p, location) in located {
                 let event = self.decode_at(location, p)?;
                 position = p - 1;
@@ -314,12 +348,18 @@ impl Shared {
                 {
                     events.push(event);
                     if events.len() == count {
+                        stopped = true;
                         break;
                     }
                 }
                 if scanned >= scan_max {
+                    stopped = true;
                     break;
                 }
+            }
+            if !stopped {
+                // The whole chunk was looked at: what is left of it is holes.
+                position = low - 1;
             }
         }
         Ok(AllSlice {

@@ -601,8 +601,11 @@ impl Writer {
                     commit_index,
                     commit_count,
                     content_type: event.content_type.to_byte(),
+                    flags: 0,
                 };
                 frame::encode_into(&mut self.buf, &header, &body(part, event));
+                // The first insert after an open that found a gap at the end of the log (see
+                // `Index::skip_to` in `Store::open`) also adds the holes before it.
                 let inserted = index.insert(IndexEntry {
                     position: header.position,
                     location,

@@ -25,6 +25,7 @@ fn header() -> EventHeader {
         commit_index: 1,
         commit_count: 3,
         content_type: 1,
+        flags: 0,
     }
 }
 
@@ -122,7 +123,7 @@ fn round_trip_header_fields_land_at_documented_offsets() {
     assert_eq!(p[48..52], h.commit_index.to_le_bytes());
     assert_eq!(p[52..56], h.commit_count.to_le_bytes());
     assert_eq!(p[56], h.content_type);
-    assert_eq!(p[57], 0);
+    assert_eq!(p[57], h.flags);
     assert_eq!(p[58..60], 8u16.to_le_bytes());
     assert_eq!(p[60..62], 11u16.to_le_bytes());
     assert_eq!(p[62..64], [0, 0]);
@@ -191,6 +192,7 @@ fn round_trip_extreme_header_values() {
         commit_index: u32::MAX - 1,
         commit_count: u32::MAX,
         content_type: 0,
+        flags: GAP_BEFORE,
     };
     let bytes = encode(&h, &body());
     assert_eq!(decode_content(&bytes).0, content_of(&h, &body()));
@@ -204,6 +206,7 @@ fn round_trip_extreme_header_values() {
         commit_index: 0,
         commit_count: 1,
         content_type: 1,
+        flags: 0,
     };
     let bytes = encode(&h, &body());
     assert_eq!(decode_content(&bytes).0, content_of(&h, &body()));
@@ -438,7 +441,7 @@ fn inconsistent(bytes: &[u8]) -> &'static str {
 
 #[test]
 fn non_zero_reserved_bytes_are_inconsistent() {
-    for off in [at(OFF_FLAGS), at(OFF_RESERVED), at(OFF_RESERVED) + 1] {
+    for off in [at(OFF_RESERVED), at(OFF_RESERVED) + 1] {
         for v in [1u8, 0x80, 0xff] {
             let f = patched(|f| f[off] = v);
             assert_eq!(
@@ -448,6 +451,30 @@ fn non_zero_reserved_bytes_are_inconsistent() {
             );
         }
     }
+}
+
+#[test]
+fn unknown_flags_are_inconsistent() {
+    for v in [2u8, 3, 4, 0x80, 0xfe, 0xff] {
+        let f = patched(|f| f[at(OFF_FLAGS)] = v);
+        assert_eq!(inconsistent(&f), "unknown frame flags", "flags {v:#04x}");
+    }
+}
+
+#[test]
+fn gap_before_flag_round_trips() {
+    let h = EventHeader {
+        flags: GAP_BEFORE,
+        ..header()
+    };
+    assert!(h.gap_before());
+    assert!(!header().gap_before());
+    let bytes = encode(&h, &body());
+    assert_eq!(bytes[at(OFF_FLAGS)], GAP_BEFORE);
+    assert_eq!(decode_content(&bytes).0, content_of(&h, &body()));
+    // Set by patching a frame encoded without it, too.
+    let f = patched(|f| f[at(OFF_FLAGS)] = GAP_BEFORE);
+    assert_eq!(decode_content(&f).0.header.flags, GAP_BEFORE);
 }
 
 #[test]
@@ -598,6 +625,7 @@ fn arb_header() -> impl Strategy<Value = EventHeader> {
         any::<[u8; 16]>(),
         (1..=u32::MAX).prop_flat_map(|count| (0..count, Just(count))),
         0u8..=1,
+        0u8..=KNOWN_FLAGS,
     )
         .prop_map(
             |(
@@ -608,6 +636,7 @@ fn arb_header() -> impl Strategy<Value = EventHeader> {
                 id,
                 (commit_index, commit_count),
                 content_type,
+                flags,
             )| {
                 EventHeader {
                     position,
@@ -618,6 +647,7 @@ fn arb_header() -> impl Strategy<Value = EventHeader> {
                     commit_index,
                     commit_count,
                     content_type,
+                    flags,
                 }
             },
         )

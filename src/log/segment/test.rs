@@ -26,6 +26,7 @@ fn frame(position: u64, index: u32, count: u32, durable_through: u64) -> Vec<u8>
         commit_index: index,
         commit_count: count,
         content_type: 1,
+        flags: 0,
     };
     let data = format!(
         r#"{{"n":{position},"pad":"{}"}}"#,
@@ -45,7 +46,7 @@ fn frame(position: u64, index: u32, count: u32, durable_through: u64) -> Vec<u8>
 /// A segment starting at `first`: header, the given parts in order, zeros up to `size` bytes
 /// (no padding when `size` is smaller than the content).
 fn segment(first: u64, parts: &[&[u8]], size: usize) -> Vec<u8> {
-    let mut bytes = encode_header(first).to_vec();
+    let mut bytes = encode_header(first, 0).to_vec();
     for p in parts {
         bytes.extend_from_slice(p);
     }
@@ -140,29 +141,47 @@ fn noise(n: usize, mut seed: u64) -> Vec<u8> {
 #[test]
 fn header_round_trip() {
     for first in [1, 2, 42, 1 << 40, u64::MAX - 1, u64::MAX] {
-        let h = encode_header(first);
-        assert_eq!(decode_header(&h), Ok(first));
+        let h = encode_header(first, 0);
+        let plain = SegmentHeader {
+            first_position: first,
+            flags: 0,
+        };
+        assert_eq!(decode_header(&h), Ok(plain));
         // Bytes after the header do not matter.
         let mut longer = h.to_vec();
         longer.extend_from_slice(&[0xee; 100]);
-        assert_eq!(decode_header(&longer), Ok(first));
+        assert_eq!(decode_header(&longer), Ok(plain));
+        let flagged = decode_header(&encode_header(first, SEGMENT_GAP_BEFORE)).unwrap();
+        assert_eq!(
+            flagged,
+            SegmentHeader {
+                first_position: first,
+                flags: SEGMENT_GAP_BEFORE
+            }
+        );
+        assert!(flagged.gap_before() && !plain.gap_before());
     }
 }
 
 #[test]
 fn header_layout() {
-    let h = encode_header(0x0102_0304_0506_0708);
+    let h = encode_header(0x0102_0304_0506_0708, 0);
     assert_eq!(h[..8], *b"STSTSEG\0");
     assert_eq!(h[8..12], FORMAT_VERSION.to_le_bytes());
     assert_eq!(h[12..16], 32u32.to_le_bytes());
     assert_eq!(h[16..24], 0x0102_0304_0506_0708u64.to_le_bytes());
     assert_eq!(h[24..28], [0; 4]);
     assert_eq!(h[28..32], crc32fast::hash(&h[..28]).to_le_bytes());
+    let h = encode_header(9, SEGMENT_GAP_BEFORE);
+    assert_eq!(h[24..28], 1u32.to_le_bytes());
+    assert_eq!(h[28..32], crc32fast::hash(&h[..28]).to_le_bytes());
+    // Unknown bits are not written.
+    assert_eq!(encode_header(9, u32::MAX), h);
 }
 
 #[test]
 fn header_too_short() {
-    let h = encode_header(5);
+    let h = encode_header(5, 0);
     for n in 0..SEGMENT_HEADER_BYTES {
         let err = decode_header(&h[..n]).unwrap_err();
         assert!(
@@ -176,7 +195,7 @@ fn header_too_short() {
 #[test]
 fn header_bad_magic() {
     for i in 0..8 {
-        let mut h = encode_header(5);
+        let mut h = encode_header(5, 0);
         h[i] ^= 0x20;
         reseal_header(&mut h);
         let err = decode_header(&h).unwrap_err();
@@ -188,7 +207,7 @@ fn header_bad_magic() {
 #[test]
 fn header_bad_crc() {
     for i in 8..SEGMENT_HEADER_BYTES {
-        let mut h = encode_header(5);
+        let mut h = encode_header(5, 0);
         h[i] ^= 0x01;
         let err = decode_header(&h).unwrap_err();
         assert!(
@@ -201,7 +220,7 @@ fn header_bad_crc() {
 #[test]
 fn header_bad_version() {
     for v in [0u32, 2, u32::MAX] {
-        let mut h = encode_header(5);
+        let mut h = encode_header(5, 0);
         h[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&v.to_le_bytes());
         reseal_header(&mut h);
         let err = decode_header(&h).unwrap_err();
@@ -213,27 +232,29 @@ fn header_bad_version() {
 }
 
 #[test]
-fn header_bad_size_or_reserved() {
-    let mut h = encode_header(5);
+fn header_bad_size_or_unknown_flags() {
+    let mut h = encode_header(5, 0);
     h[OFF_HEADER_BYTES..OFF_HEADER_BYTES + 4].copy_from_slice(&64u32.to_le_bytes());
     reseal_header(&mut h);
     assert_eq!(
         decode_header(&h).unwrap_err(),
-        "unexpected segment header size or reserved bytes"
+        "unexpected segment header size 64"
     );
 
-    let mut h = encode_header(5);
-    h[OFF_RESERVED] = 1;
-    reseal_header(&mut h);
-    assert_eq!(
-        decode_header(&h).unwrap_err(),
-        "unexpected segment header size or reserved bytes"
-    );
+    for flags in [2u32, 0x80, 1 << 31, u32::MAX] {
+        let mut h = encode_header(5, 0);
+        h[OFF_FLAGS..OFF_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+        reseal_header(&mut h);
+        assert_eq!(
+            decode_header(&h).unwrap_err(),
+            format!("unknown segment header flags {flags:#010x}")
+        );
+    }
 }
 
 #[test]
 fn header_first_position_zero() {
-    let h = encode_header(0);
+    let h = encode_header(0, 0);
     assert_eq!(
         decode_header(&h).unwrap_err(),
         "segment first position is 0"
@@ -474,19 +495,177 @@ fn scan_wrong_commit_shape_is_corruption() {
 
 #[test]
 fn scan_inconsistent_frame_is_corruption_even_in_last_role() {
-    let f1 = frame(1, 0, 1, 0);
-    let mut f2 = frame(2, 0, 1, 1);
-    f2[FRAME_PREFIX_BYTES + 57] = 1; // flags
-    reseal_frame(&mut f2);
-    let (starts, _) = offsets(&[&f1, &f2]);
-    let bytes = segment(1, &[&f1, &f2], 1024);
+    // (byte of the payload, value, reason)
+    for (at, value, why) in [
+        (57, 2, "unknown frame flags"),
+        (57, 0x81, "unknown frame flags"),
+        (62, 1, "reserved bytes are not zero"),
+    ] {
+        let f1 = frame(1, 0, 1, 0);
+        let mut f2 = frame(2, 0, 1, 1);
+        f2[FRAME_PREFIX_BYTES + at] = value;
+        reseal_frame(&mut f2);
+        let (starts, _) = offsets(&[&f1, &f2]);
+        let bytes = segment(1, &[&f1, &f2], 1024);
+        for role in [SegmentRole::Last, SegmentRole::Sealed] {
+            let (offset, reason) = corruption(scan(&bytes, role, None).0);
+            assert_eq!((offset, reason.as_str()), (starts[1], why));
+        }
+    }
+}
+
+// ---- scan: gaps in positions --------------------------------------------------------------
+
+/// [`frame`] with [`frame::GAP_BEFORE`] set.
+fn gap_frame(position: u64, index: u32, count: u32, durable_through: u64) -> Vec<u8> {
+    let mut f = frame(position, index, count, durable_through);
+    f[FRAME_PREFIX_BYTES + 57] = frame::GAP_BEFORE;
+    reseal_frame(&mut f);
+    f
+}
+
+/// [`segment`] with a header flagged [`SEGMENT_GAP_BEFORE`].
+fn gap_segment(first: u64, parts: &[&[u8]], size: usize) -> Vec<u8> {
+    let mut bytes = segment(first, parts, size);
+    bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&encode_header(first, SEGMENT_GAP_BEFORE));
+    bytes
+}
+
+#[test]
+fn scan_flagged_frame_may_jump_ahead() {
+    // 1, then 5 (flagged), then a commit of 6 and 9 (9 flagged), then 10.
+    let (f1, f5, f6, f9, f10) = (
+        frame(1, 0, 1, 0),
+        gap_frame(5, 0, 1, 1),
+        frame(6, 0, 2, 5),
+        gap_frame(9, 1, 2, 5),
+        frame(10, 0, 1, 9),
+    );
+    let parts: [&[u8]; 5] = [&f1, &f5, &f6, &f9, &f10];
+    let (starts, end) = offsets(&parts);
     for role in [SegmentRole::Last, SegmentRole::Sealed] {
-        let (offset, reason) = corruption(scan(&bytes, role, None).0);
+        let bytes = segment(1, &parts, 4096);
+        let (result, seen) = scan(&bytes, role, Some(1));
         assert_eq!(
-            (offset, reason.as_str()),
-            (starts[1], "reserved bytes are not zero")
+            result.unwrap(),
+            SegmentScan {
+                first_position: 1,
+                next_position: 11,
+                data_end: end,
+                torn: None,
+            }
+        );
+        let want: Vec<(u64, u64)> = starts.iter().copied().zip([1, 5, 6, 9, 10]).collect();
+        assert_eq!(seen, want);
+    }
+    // A flag on a frame that does not jump is harmless.
+    let (g1, g2) = (gap_frame(1, 0, 1, 0), gap_frame(2, 0, 1, 1));
+    let bytes = segment(1, &[&g1, &g2], 4096);
+    assert_eq!(
+        scan(&bytes, SegmentRole::Sealed, Some(1))
+            .0
+            .unwrap()
+            .next_position,
+        3
+    );
+}
+
+#[test]
+fn scan_unflagged_or_backward_jump_is_corruption() {
+    let (f1, f2) = (frame(1, 0, 1, 0), frame(2, 0, 1, 1));
+    let (starts, _) = offsets(&[&f1, &f2, &[]]);
+    // Unflagged jump: as without gaps.
+    let bytes = segment(1, &[&f1, &f2, &frame(7, 0, 1, 2)], 4096);
+    let (offset, reason) = corruption(scan(&bytes, SegmentRole::Last, None).0);
+    assert_eq!(
+        (offset, reason.as_str()),
+        (starts[2], "frame has position 7, expected 3")
+    );
+    // A flagged frame going back, or repeating a position.
+    for p in [1, 2] {
+        let bytes = segment(1, &[&f1, &f2, &gap_frame(p, 0, 1, 2)], 4096);
+        let (offset, reason) = corruption(scan(&bytes, SegmentRole::Last, None).0);
+        assert_eq!(offset, starts[2]);
+        assert_eq!(reason, format!("frame has position {p}, expected 3 or above"));
+    }
+    // After a flagged jump, the next frame must follow it.
+    let f9 = gap_frame(9, 0, 1, 2);
+    let bytes = segment(1, &[&f1, &f2, &f9, &frame(3, 0, 1, 9)], 4096);
+    let (offset, reason) = corruption(scan(&bytes, SegmentRole::Sealed, None).0);
+    assert_eq!(offset, starts[2] + f9.len() as u64);
+    assert_eq!(reason, "frame has position 3, expected 10");
+}
+
+#[test]
+fn scan_flagged_segment_may_start_above_the_expected_position() {
+    let f20 = frame(20, 0, 1, 0);
+    let (_, end) = offsets(&[&f20]);
+    for role in [SegmentRole::Last, SegmentRole::Sealed] {
+        let bytes = gap_segment(20, &[&f20], 4096);
+        for expected in [Some(1), Some(19), Some(20), None] {
+            let s = scan(&bytes, role, expected).0.unwrap();
+            assert_eq!((s.first_position, s.next_position), (20, 21), "{expected:?}");
+            assert_eq!(s.data_end, end);
+        }
+        // Not below the expected position.
+        let (offset, reason) = corruption(scan(&bytes, role, Some(21)).0);
+        assert_eq!(offset, OFF_FIRST_POSITION as u64);
+        assert_eq!(
+            reason,
+            "segment starts at position 20, but the log continues at 21"
+        );
+        // Without the flag, only exactly where the log continues.
+        let bytes = segment(20, &[&f20], 4096);
+        let (offset, reason) = corruption(scan(&bytes, role, Some(19)).0);
+        assert_eq!(offset, OFF_FIRST_POSITION as u64);
+        assert_eq!(
+            reason,
+            "segment starts at position 20, but the log continues at 19"
         );
     }
+}
+
+#[test]
+fn scan_empty_flagged_segment_says_where_the_log_continues() {
+    let bytes = gap_segment(1000, &[], 4096);
+    for role in [SegmentRole::Last, SegmentRole::Sealed] {
+        let (result, seen) = scan(&bytes, role, Some(501));
+        assert_eq!(
+            result.unwrap(),
+            SegmentScan {
+                first_position: 1000,
+                next_position: 1000,
+                data_end: SEGMENT_HEADER_BYTES as u64,
+                torn: None,
+            }
+        );
+        assert!(seen.is_empty());
+    }
+}
+
+#[test]
+fn scan_torn_commit_after_a_gap_continues_before_the_gap() {
+    // 1, 2, then a commit of 8 (flagged) and 9 whose second frame never reached the disk: the
+    // log continues at 3, where an unflagged frame may follow 2.
+    let (f1, f2, f8) = (frame(1, 0, 1, 0), frame(2, 0, 1, 1), gap_frame(8, 0, 2, 2));
+    let parts: [&[u8]; 3] = [&f1, &f2, &f8];
+    let (starts, end) = offsets(&parts);
+    let bytes = segment(1, &parts, 4096);
+    let (result, seen) = scan(&bytes, SegmentRole::Last, None);
+    assert_eq!(
+        result.unwrap(),
+        SegmentScan {
+            first_position: 1,
+            next_position: 3,
+            data_end: starts[2],
+            torn: Some(TornTail {
+                found_at: end,
+                garbage_end: end,
+                reason: "commit ends before all its events",
+            }),
+        }
+    );
+    assert_eq!(seen, vec![(starts[0], 1), (starts[1], 2)]);
 }
 
 // ---- scan: torn tails and damage near the end ---------------------------------------------
