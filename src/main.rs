@@ -42,6 +42,67 @@ enum Command {
     /// Drive a running server over gRPC and report throughput and latency. The last line printed
     /// is one JSON object with `events_per_s`, `p50_us`, `p99_us` and `p999_us`.
     Bench(statestore::bench::BenchArgs),
+    /// Print the stored events of a closed data directory as JSON lines: data and metadata
+    /// verbatim when they are JSON, base64 (`data_base64`) otherwise. Shows the log as stored:
+    /// events hidden by stream metadata, deletes and tombstones appear until `compact`.
+    Dump(DumpArgs),
+    /// Point-in-time restore: copy the events of a closed data directory from a position on,
+    /// up to a position or a commit time, into a fresh store that keeps their positions,
+    /// revisions, ids and timestamps (`--into -`: JSON lines on standard output).
+    Replay(ReplayArgs),
+    /// Rewrite the segments of a closed data directory without the events that stream
+    /// metadata, deletes and tombstones hide; kept events keep their positions. Crash-safe:
+    /// killed at any moment, the directory holds the old store or the new one.
+    Compact(CompactArgs),
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// First position (inclusive).
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Last position (inclusive).
+    #[arg(long)]
+    until: Option<u64>,
+    /// Only the events of this stream (exact name).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Only events of this type.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A new (missing or empty) data directory for the restored store, or `-` for JSON lines
+    /// on standard output.
+    #[arg(long)]
+    into: PathBuf,
+    /// First position (inclusive).
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Last position (inclusive).
+    #[arg(long, conflicts_with = "until_time")]
+    until: Option<u64>,
+    /// Last commit time (inclusive), RFC 3339, e.g. 2026-11-23T10:00:00Z.
+    #[arg(long)]
+    until_time: Option<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompactArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +178,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Stats(args) => stats(args),
         Command::Bench(args) => statestore::bench::run(args).map_err(|e| e.to_string()),
+        Command::Dump(args) => dump(args),
+        Command::Replay(args) => replay(args),
+        Command::Compact(args) => compact(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,7 +221,11 @@ impl std::io::Write for LossyStderr {
 }
 
 fn open(args: &StoreArgs) -> statestore::Result<Store> {
-    let config = Config {
+    Store::open(&args.data_dir, config_of(args))
+}
+
+fn config_of(args: &StoreArgs) -> Config {
+    Config {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
         event_bytes_max: args.event_bytes_max,
@@ -167,8 +235,139 @@ fn open(args: &StoreArgs) -> statestore::Result<Store> {
         checkpoint_interval: Duration::from_secs(args.index_checkpoint_secs),
         snapshot_keep: args.snapshot_keep,
         ..Config::default()
+    }
+}
+
+/// Opens an existing data directory for an offline tool: never creates one, and says what to
+/// do when a server holds it.
+fn open_existing(tool: &str, args: &StoreArgs) -> Result<Store, String> {
+    if !args.data_dir.is_dir() {
+        return Err(format!(
+            "{tool}: {} is not a data directory",
+            args.data_dir.display()
+        ));
+    }
+    open(args).map_err(|e| tool_error(tool, &e))
+}
+
+fn tool_error(tool: &str, e: &statestore::Error) -> String {
+    match e {
+        statestore::Error::Locked { .. } => {
+            format!("{tool}: {e}; stop the server (or the other tool) first")
+        }
+        _ => format!("{tool}: {e}"),
+    }
+}
+
+fn dump(args: DumpArgs) -> Result<(), String> {
+    use statestore::tools::dump::{DumpOptions, dump};
+    let store = open_existing("dump", &args.store)?;
+    let options = DumpOptions {
+        from: args.from,
+        until: args.until,
+        stream: args.stream,
+        event_type: args.event_type,
     };
-    Store::open(&args.data_dir, config)
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut progress = statestore::tools::StderrProgress::new("dump");
+    dump(&store, &options, &mut out, &mut progress).map_err(|e| tool_error("dump", &e))?;
+    store.close().map_err(|e| tool_error("dump", &e))
+}
+
+fn replay(args: ReplayArgs) -> Result<(), String> {
+    use statestore::tools::replay::{ReplayOptions, replay_into_dir, replay_to_lines};
+    let until_time_us = args
+        .until_time
+        .as_deref()
+        .map(statestore::tools::event_json::parse_rfc3339_us)
+        .transpose()
+        .map_err(|e| tool_error("replay", &e))?;
+    let options = ReplayOptions {
+        from: args.from,
+        until: args.until,
+        until_time_us,
+    };
+    let store = open_existing("replay", &args.store)?;
+    let mut progress = statestore::tools::StderrProgress::new("replay");
+    let summary = if args.into.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        replay_to_lines(&store, &mut out, &options, &mut progress)
+    } else {
+        if args.into == args.store.data_dir {
+            return Err("replay: --into must be a new directory, not the source".into());
+        }
+        replay_into_dir(
+            &store,
+            &args.into,
+            &options,
+            &config_of(&args.store),
+            &mut progress,
+        )
+    }
+    .map_err(|e| tool_error("replay", &e))?;
+    store.close().map_err(|e| tool_error("replay", &e))?;
+    if let Some((first, last)) = summary.split_commit {
+        eprintln!(
+            "replay: the cut falls inside the commit of positions {first}..={last}; the copy \
+             holds only its part up to the cut"
+        );
+    }
+    let line = if args.json {
+        serde_json::to_string(&summary).unwrap_or_default()
+    } else {
+        format!(
+            "replay: {} events copied (positions {}..={}), {} bytes of segments",
+            summary.events,
+            summary.first_position.unwrap_or(0),
+            summary.last_position.unwrap_or(0),
+            summary.bytes
+        )
+    };
+    // With `--into -` standard output carries the events: the summary goes to standard error.
+    if args.into.as_os_str() == "-" {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn compact(args: CompactArgs) -> Result<(), String> {
+    if !args.store.data_dir.is_dir() {
+        return Err(format!(
+            "compact: {} is not a data directory",
+            args.store.data_dir.display()
+        ));
+    }
+    let mut progress = statestore::tools::StderrProgress::new("compact");
+    let report = statestore::tools::compact::compact(
+        &args.store.data_dir,
+        &config_of(&args.store),
+        &mut progress,
+    )
+    .map_err(|e| tool_error("compact", &e))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!(
+            "compact: {} events -> {} ({} removed, {} kept without data); segment data {} -> {} \
+             bytes; files {} -> {} bytes in {} -> {} segments; {:.1} s",
+            report.events_before,
+            report.events_after,
+            report.removed,
+            report.emptied,
+            report.data_bytes_before,
+            report.data_bytes_after,
+            report.bytes_before,
+            report.bytes_after,
+            report.segments_before,
+            report.segments_after,
+            report.seconds
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {

@@ -29,7 +29,7 @@ use crate::lock::DirLock;
 use crate::log::{self, SegmentView};
 use crate::types::{AppendResult, EventData, ExpectedRevision, Position, StreamAppend};
 
-pub use raw::{Walk, WalkProgress};
+pub(crate) use raw::Walk;
 pub use lifecycle::{
     DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, StreamMetadata,
     StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,

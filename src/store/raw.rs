@@ -49,7 +49,7 @@ impl Store {
         for s in &segments {
             let first = segment::decode_header(&s.bytes)
                 .map_err(|reason| Error::corruption(&s.path, 0, reason))?;
-            firsts.push(first);
+            firsts.push(first.first_position);
         }
         // The last segment starting at or before `from` holds it (or the first one after it).
         let start = firsts.iter().rposition(|&p| p <= from).unwrap_or(0);

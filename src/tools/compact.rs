@@ -31,7 +31,7 @@ use crate::store::{Store, Walk};
 use crate::types::RecordedEvent;
 
 /// What a compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct CompactReport {
     pub events_before: u64,
     pub events_after: u64,
