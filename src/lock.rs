@@ -26,22 +26,33 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid.into()
-                    },
-                });
+        let mut attempts = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            let mut pid = String::new();
+            let _ = file.rewind();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            // Held under our own pid right after we released it: a child this process is
+            // spawning (on another thread) still shares the descriptor until its exec closes
+            // it. That lasts microseconds; anything longer is a real second opener.
+            if pid == std::process::id().to_string() && attempts < 40 {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+                continue;
+            }
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.into()
+                },
+            });
         }
         file.set_len(0)
             .and_then(|()| file.rewind())
