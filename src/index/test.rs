@@ -920,7 +920,11 @@ fn an_index_may_start_after_position_1() {
     };
     let run = write_and_open(dir.path(), frozen.contents(fp));
     assert_eq!(
-        (run.first_position(), run.trailer().positions(), run.trailer().events),
+        (
+            run.first_position(),
+            run.trailer().positions(),
+            run.trailer().events
+        ),
         (1000, 2, 2)
     );
     // The chain of runs must start where the log does.

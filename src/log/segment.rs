@@ -31,7 +31,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 const OFF_VERSION: usize = 8;
 const OFF_HEADER_BYTES: usize = OFF_VERSION + 4;
-const OFF_FIRST_POSITION: usize = OFF_HEADER_BYTES + 4;
+pub(crate) const OFF_FIRST_POSITION: usize = OFF_HEADER_BYTES + 4;
 const OFF_FLAGS: usize = OFF_FIRST_POSITION + 8;
 const OFF_CRC: usize = OFF_FLAGS + 4;
 const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_BYTES);
