@@ -910,3 +910,65 @@ fn unmarked_jumps_in_positions_are_corruption() {
         assert_eq!(reason, want);
     }
 }
+
+/// The first append after a gap at the end, torn by a crash, is dropped, and the log still
+/// continues where the gap ends.
+#[test]
+fn torn_first_append_after_a_gap_continues_at_the_same_position() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("log");
+    let mut w = LogRewriter::create(&dir, SEGMENT_BYTES).unwrap();
+    for p in 1..=5 {
+        let h = EventHeader {
+            position: p,
+            revision: p - 1,
+            durable_through: 0,
+            timestamp_us: p,
+            id: *common::id(p).as_bytes(),
+            commit_index: 0,
+            commit_count: 1,
+            content_type: 1,
+            flags: 0,
+        };
+        let body = EventBody {
+            stream: "s",
+            event_type: "T",
+            data: b"{}",
+            metadata: b"",
+        };
+        w.push_commit(&[(h, body)]).unwrap();
+    }
+    w.finish(100).unwrap();
+    let store = Store::open(&dir, config(0)).unwrap();
+    let r = store
+        .append(
+            "s",
+            ExpectedRevision::Exact(Revision(4)),
+            vec![common::ev(100, "T")],
+        )
+        .unwrap();
+    assert_eq!((r.first_position, r.revision), (Position(100), Revision(5)));
+    store.close().unwrap();
+    // Cut the end of the frame of position 100, as a crash in the middle of its write would.
+    let path = dir.join("00000000000000000100.seg");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (at, position, _) = frames(&bytes)[0];
+    assert_eq!(position, 100);
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    bytes[at + 8 + len - 4..at + 8 + len].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&dir, config(0)).unwrap();
+    assert_eq!(store.last_position(), Position(99));
+    assert_eq!(store.read_event(Position(100)).unwrap(), None);
+    let r = store
+        .append(
+            "s",
+            ExpectedRevision::Exact(Revision(4)),
+            vec![common::ev(101, "T")],
+        )
+        .unwrap();
+    assert_eq!((r.first_position, r.revision), (Position(100), Revision(5)));
+    let all = read_all_events(&store);
+    assert_eq!(positions(&all), vec![1, 2, 3, 4, 5, 100]);
+    store.close().unwrap();
+}
