@@ -190,13 +190,18 @@ pub struct ScannedFrame<'a> {
 /// `expected_first`, when given, is the position the segment must start at (the previous
 /// segment's next position, or 1 for the first segment); a header flagged
 /// [`SEGMENT_GAP_BEFORE`] may start above it. Within the segment each frame must carry the
-/// position after the previous one, or, flagged [`frame::GAP_BEFORE`], any higher one. `zeros_from`, when given, answers whether every byte from an
-/// offset to the end of the segment is zero (the store reads the file for this rather than the
-/// mapping, so that the unwritten part of the last segment never becomes resident); by default
-/// the bytes are looked at. `start`, when given, is where scanning begins: the byte offset of
-/// a commit's first frame and its position (the frames before it are trusted, not checked). Damage gives `Err(Corruption)` naming `path` and the byte offset;
-/// a torn tail of the last segment is reported in [`SegmentScan::torn`] and its events are not
-/// passed to `on_event`.
+/// position after the previous one, or, flagged [`frame::GAP_BEFORE`], any higher one.
+///
+/// `zeros_from`, when given, answers whether every byte from an offset to the end of the
+/// segment is zero (the store reads the file for this rather than the mapping, so that the
+/// unwritten part of the last segment never becomes resident); by default the bytes are looked
+/// at. `start`, when given, is where scanning begins: the byte offset of a commit's first frame
+/// and its position (the frames before it are trusted, not checked).
+///
+/// Damage gives `Err(Corruption)` naming `path` and the byte offset; a torn tail of the last
+/// segment is reported in [`SegmentScan::torn`] and its events are not passed to `on_event`.
+/// The position the log continues at after a torn commit is the one that commit was expected
+/// to start at.
 pub fn scan_segment(
     path: &Path,
     bytes: &[u8],
