@@ -546,10 +546,23 @@ impl Index {
                 e.position
             )));
         }
+        // Room for the holes of a gap, and the event, before anything changes: a gap too
+        // large for memory (only a damaged or hostile log has one) is an error, not an abort.
         let holes = e.position - self.active.last_position() - 1;
-        let holes_len = usize::try_from(holes).map_err(|_| {
-            Error::InvalidArgument(format!("a gap of {holes} positions does not fit in memory"))
-        })?;
+        let holes_len = usize::try_from(holes)
+            .ok()
+            .filter(|&n| {
+                self.active
+                    .locations
+                    .try_reserve(n.saturating_add(1))
+                    .is_ok()
+            })
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "a gap of {holes} positions before position {} does not fit in memory",
+                    e.position
+                ))
+            })?;
         let revision_follows = |next_revision: u64| {
             if e.revision == next_revision {
                 return Ok(());

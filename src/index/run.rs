@@ -735,8 +735,7 @@ impl Run {
 
     /// Every location, packed, holes (0) included.
     pub fn iter_locations(&self) -> impl Iterator<Item = Result<u64>> + '_ {
-        (0..self.trailer.positions())
-            .map(move |k| self.u64_at(self.trailer.off[LOCATIONS] + 8 * k))
+        (0..self.trailer.positions()).map(move |k| self.u64_at(self.trailer.off[LOCATIONS] + 8 * k))
     }
 }
 

@@ -920,7 +920,11 @@ fn an_index_may_start_after_position_1() {
     };
     let run = write_and_open(dir.path(), frozen.contents(fp));
     assert_eq!(
-        (run.first_position(), run.trailer().positions(), run.trailer().events),
+        (
+            run.first_position(),
+            run.trailer().positions(),
+            run.trailer().events
+        ),
         (1000, 2, 2)
     );
     // The chain of runs must start where the log does.
@@ -1121,4 +1125,16 @@ fn run_lookups_across_many_fences() {
             "{missing:?}"
         );
     }
+}
+
+#[test]
+fn a_gap_too_large_for_memory_is_an_error() {
+    let mut ix = Index::default();
+    ix.insert(entry(1, "a", "X", 0, 1)).unwrap();
+    ix.skip_to(u64::MAX - 1).unwrap();
+    let e = rejected(ix.insert(entry(u64::MAX - 1, "a", "X", 1, 2))).unwrap_err();
+    assert!(e.contains("does not fit in memory"), "{e}");
+    // Nothing changed.
+    assert_eq!(ix.last_position(), 1);
+    assert_eq!(ix.stream_revision("a", ALL).unwrap(), Some(0));
 }

@@ -210,7 +210,7 @@ impl MappedLog {
                     if i == 0 && first != 1 && !header.gap_before() {
                         return Err(Error::corruption(
                             path,
-                            0,
+                            segment::OFF_FIRST_POSITION as u64,
                             format!(
                                 "segment starts at position {first}, but the log continues at 1"
                             ),

@@ -173,7 +173,11 @@ impl LogRewriter {
                 durable_through: h.durable_through.min(first.position - 1),
                 commit_index: k,
                 commit_count,
-                flags: if h.position == expected { 0 } else { GAP_BEFORE },
+                flags: if h.position == expected {
+                    0
+                } else {
+                    GAP_BEFORE
+                },
                 ..*h
             };
             frame::encode_into(&mut segment.buf, &header, body);
@@ -330,11 +334,7 @@ fn check_body(h: &EventHeader, body: &EventBody<'_>) -> Result<()> {
     }
     let payload = frame::serialized_len(body) - frame::FRAME_PREFIX_BYTES;
     if payload > frame::PAYLOAD_BYTES_MAX {
-        return Err(too_long(
-            "event",
-            payload,
-            frame::PAYLOAD_BYTES_MAX as u64,
-        ));
+        return Err(too_long("event", payload, frame::PAYLOAD_BYTES_MAX as u64));
     }
     if h.content_type > 1 {
         return Err(Error::InvalidArgument(format!(

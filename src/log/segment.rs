@@ -31,7 +31,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 const OFF_VERSION: usize = 8;
 const OFF_HEADER_BYTES: usize = OFF_VERSION + 4;
-const OFF_FIRST_POSITION: usize = OFF_HEADER_BYTES + 4;
+pub(crate) const OFF_FIRST_POSITION: usize = OFF_HEADER_BYTES + 4;
 const OFF_FLAGS: usize = OFF_FIRST_POSITION + 8;
 const OFF_CRC: usize = OFF_FLAGS + 4;
 const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_BYTES);
@@ -190,13 +190,18 @@ pub struct ScannedFrame<'a> {
 /// `expected_first`, when given, is the position the segment must start at (the previous
 /// segment's next position, or 1 for the first segment); a header flagged
 /// [`SEGMENT_GAP_BEFORE`] may start above it. Within the segment each frame must carry the
-/// position after the previous one, or, flagged [`frame::GAP_BEFORE`], any higher one. `zeros_from`, when given, answers whether every byte from an
-/// offset to the end of the segment is zero (the store reads the file for this rather than the
-/// mapping, so that the unwritten part of the last segment never becomes resident); by default
-/// the bytes are looked at. `start`, when given, is where scanning begins: the byte offset of
-/// a commit's first frame and its position (the frames before it are trusted, not checked). Damage gives `Err(Corruption)` naming `path` and the byte offset;
-/// a torn tail of the last segment is reported in [`SegmentScan::torn`] and its events are not
-/// passed to `on_event`.
+/// position after the previous one, or, flagged [`frame::GAP_BEFORE`], any higher one.
+///
+/// `zeros_from`, when given, answers whether every byte from an offset to the end of the
+/// segment is zero (the store reads the file for this rather than the mapping, so that the
+/// unwritten part of the last segment never becomes resident); by default the bytes are looked
+/// at. `start`, when given, is where scanning begins: the byte offset of a commit's first frame
+/// and its position (the frames before it are trusted, not checked).
+///
+/// Damage gives `Err(Corruption)` naming `path` and the byte offset; a torn tail of the last
+/// segment is reported in [`SegmentScan::torn`] and its events are not passed to `on_event`.
+/// The position the log continues at after a torn commit is the one that commit was expected
+/// to start at.
 pub fn scan_segment(
     path: &Path,
     bytes: &[u8],

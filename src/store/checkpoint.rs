@@ -9,9 +9,10 @@
 //! O(log n) times.
 //!
 //! Architecture invariant: a run is never trusted over the log. At open, the chain of runs
-//! covering positions `first..=n` (`first` is the log's first position) is accepted only if each run's checksums hold and the log has,
-//! at the location the run names, an intact frame of its last position with the same checksum;
-//! otherwise the run is ignored, logged, and its events are replayed from the log.
+//! covering positions `first..=n` (`first` is the log's first position) is accepted only if
+//! each run's checksums hold and the log has, at the location the run names, an intact frame
+//! of its last position with the same checksum; otherwise the run is ignored, logged, and its
+//! events are replayed from the log.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ fn header(position: u64) -> EventHeader {
         // Whatever the input says is replaced.
         commit_index: 9,
         commit_count: 10,
-        content_type: u8::from(position % 2 == 0),
+        content_type: u8::from(position.is_multiple_of(2)),
         flags: GAP_BEFORE,
     }
 }
@@ -60,9 +60,11 @@ fn push(w: &mut LogRewriter, commits: &[&[u64]]) {
     }
 }
 
-/// (segment index, position, header, data) of every event the store's scan finds, and the
-/// next position.
-fn scan_dir(dir: &Path) -> (Vec<(u32, u64, EventHeader, Vec<u8>)>, u64) {
+/// An event as the store's scan finds it: segment index, position, header, data.
+type Scanned = (u32, u64, EventHeader, Vec<u8>);
+
+/// Every event the store's scan finds, and the next position.
+fn scan_dir(dir: &Path) -> (Vec<Scanned>, u64) {
     let mapped = map_log(dir, SEGMENT).unwrap();
     let mut seen = Vec::new();
     let opened = mapped
@@ -115,7 +117,11 @@ fn gaps_are_marked_and_the_log_scans_back() {
     assert_eq!(summary.commits, 7);
     assert_eq!(summary.next_position, 61);
     for name in &summary.files {
-        assert_eq!(fs::metadata(dir.join(name)).unwrap().len(), SEGMENT, "{name}");
+        assert_eq!(
+            fs::metadata(dir.join(name)).unwrap().len(),
+            SEGMENT,
+            "{name}"
+        );
     }
 
     let (seen, next) = scan_dir(&dir);
@@ -138,8 +144,7 @@ fn gaps_are_marked_and_the_log_scans_back() {
         );
         assert!(h.durable_through < commit[0], "{h:?}");
         // Flagged exactly where the position jumps within a segment.
-        let jumps_in_segment =
-            previous.is_some_and(|(s, p)| s == *segment && p + 1 != *position);
+        let jumps_in_segment = previous.is_some_and(|(s, p)| s == *segment && p + 1 != *position);
         assert_eq!(h.gap_before(), jumps_in_segment, "position {position}");
         previous = Some((*segment, *position));
     }
@@ -154,7 +159,12 @@ fn gaps_are_marked_and_the_log_scans_back() {
             h.first_position != last_of_previous + 1,
             "{name}"
         );
-        if let Some(last) = seen.iter().filter(|s| s.0 == i as u32).map(|s| s.1).last() {
+        if let Some(last) = seen
+            .iter()
+            .filter(|s| s.0 == i as u32)
+            .map(|s| s.1)
+            .next_back()
+        {
             last_of_previous = last;
         }
     }
@@ -280,13 +290,7 @@ fn bad_input_is_invalid_argument_and_writes_nothing() {
         assert!(m.contains("does not come after"), "{commit:?}: {m}");
     }
     let big = vec![0u8; SEGMENT as usize];
-    let m = invalid(w.push_commit(&[(
-        header(7),
-        EventBody {
-            data: &big,
-            ..body
-        },
-    )]));
+    let m = invalid(w.push_commit(&[(header(7), EventBody { data: &big, ..body })]));
     assert!(m.contains("does not fit in a segment"), "{m}");
     // Two events that fit alone but not together.
     let half = vec![0u8; SEGMENT as usize / 2];
@@ -348,8 +352,8 @@ fn frames_round_trip_their_fields() {
     let Ok(Decoded::Frame(f)) = decode_from(&bytes[SEGMENT_HEADER_BYTES..]) else {
         panic!("no frame");
     };
-    let payload = &bytes[SEGMENT_HEADER_BYTES + frame::FRAME_PREFIX_BYTES
-        ..SEGMENT_HEADER_BYTES + f.frame_len];
+    let payload = &bytes
+        [SEGMENT_HEADER_BYTES + frame::FRAME_PREFIX_BYTES..SEGMENT_HEADER_BYTES + f.frame_len];
     let b = f.body(payload);
     assert_eq!(
         (b.stream, b.event_type, b.data, b.metadata),

@@ -586,7 +586,10 @@ fn scan_unflagged_or_backward_jump_is_corruption() {
         let bytes = segment(1, &[&f1, &f2, &gap_frame(p, 0, 1, 2)], 4096);
         let (offset, reason) = corruption(scan(&bytes, SegmentRole::Last, None).0);
         assert_eq!(offset, starts[2]);
-        assert_eq!(reason, format!("frame has position {p}, expected 3 or above"));
+        assert_eq!(
+            reason,
+            format!("frame has position {p}, expected 3 or above")
+        );
     }
     // After a flagged jump, the next frame must follow it.
     let f9 = gap_frame(9, 0, 1, 2);
@@ -604,7 +607,11 @@ fn scan_flagged_segment_may_start_above_the_expected_position() {
         let bytes = gap_segment(20, &[&f20], 4096);
         for expected in [Some(1), Some(19), Some(20), None] {
             let s = scan(&bytes, role, expected).0.unwrap();
-            assert_eq!((s.first_position, s.next_position), (20, 21), "{expected:?}");
+            assert_eq!(
+                (s.first_position, s.next_position),
+                (20, 21),
+                "{expected:?}"
+            );
             assert_eq!(s.data_end, end);
         }
         // Not below the expected position.
