@@ -196,7 +196,11 @@ async fn metadata_round_trip_with_history_and_reads_honouring_it() {
         &status,
         Code::FailedPrecondition,
         "WRONG_EXPECTED_REVISION",
-        &[("stream", "$$order-1"), ("expected", "no_stream"), ("actual", "0")],
+        &[
+            ("stream", "$$order-1"),
+            ("expected", "no_stream"),
+            ("actual", "0"),
+        ],
     );
     c.set_stream_metadata(set_req("order-1", exact(0), second.clone()))
         .await

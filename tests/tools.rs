@@ -73,12 +73,15 @@ fn stored(dir: &Path) -> Vec<Row> {
     out
 }
 
+/// A stream read forwards, then backwards.
+type BothWays = (Vec<RecordedEvent>, Vec<RecordedEvent>);
+
 /// Everything reads show: the whole log both ways, every stream both ways, every type.
 #[derive(Debug, PartialEq)]
 struct Visible {
     all: Vec<RecordedEvent>,
     all_backwards: Vec<RecordedEvent>,
-    streams: BTreeMap<String, Result<(Vec<RecordedEvent>, Vec<RecordedEvent>), String>>,
+    streams: BTreeMap<String, Result<BothWays, String>>,
     types: BTreeMap<String, Vec<RecordedEvent>>,
 }
 
@@ -138,13 +141,13 @@ fn read_all(store: &Store, direction: Direction) -> Vec<RecordedEvent> {
 
 fn ev(n: u64, t: &str) -> EventData {
     let e = common::ev(n, t);
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         // Some binary events with metadata, and some JSON with line breaks (shown as base64).
         return EventData::binary(t, vec![0u8, 0xff, n as u8, b'\n'])
             .with_id(common::id(n))
             .with_metadata(format!("{{\"corr\":{n}}}"));
     }
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         return EventData::json(t, format!("{{\n  \"n\": {n}\n}}")).with_id(common::id(n));
     }
     e

@@ -178,9 +178,7 @@ pub fn stream_metadata(m: Option<proto::StreamMetadata>) -> Result<crate::Stream
         match serde_json::from_slice::<serde_json::Value>(&m.custom_json) {
             Ok(serde_json::Value::Object(object)) => object,
             Ok(_) => {
-                return Err(invalid_argument(
-                    "custom_json must be a JSON object",
-                ));
+                return Err(invalid_argument("custom_json must be a JSON object"));
             }
             Err(e) => {
                 return Err(invalid_argument(format!(

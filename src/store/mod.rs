@@ -29,11 +29,11 @@ use crate::lock::DirLock;
 use crate::log::{self, SegmentView};
 use crate::types::{AppendResult, EventData, ExpectedRevision, Position, StreamAppend};
 
-pub(crate) use raw::Walk;
 pub use lifecycle::{
     DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, StreamMetadata,
     StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
 };
+pub(crate) use raw::Walk;
 
 type Listener = Box<dyn Fn(Position) + Send + Sync>;
 

@@ -127,7 +127,8 @@ pub fn rfc3339_us(timestamp_us: u64) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    t.format(&format).unwrap_or_else(|_| timestamp_us.to_string())
+    t.format(&format)
+        .unwrap_or_else(|_| timestamp_us.to_string())
 }
 
 /// Parses an RFC 3339 time (any offset) into microseconds since the Unix epoch.

@@ -62,7 +62,8 @@ impl StderrProgress {
     /// A progress bar, drawn on standard error.
     pub fn bar(label: &str) -> StderrProgress {
         let bar = indicatif::ProgressBar::new(0);
-        let template = "{prefix} {msg:<10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})";
+        let template =
+            "{prefix} {msg:<10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})";
         if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -190,7 +191,10 @@ mod test {
     fn plain_lines_stay_quiet_before_the_interval() {
         let mut p = StderrProgress::lines("t", Duration::from_secs(3600));
         p.update("segments", 1, 2);
-        let Shown::Lines { last, done, total, .. } = &p.shown else {
+        let Shown::Lines {
+            last, done, total, ..
+        } = &p.shown
+        else {
             panic!("lines expected");
         };
         assert!(last.is_none());
