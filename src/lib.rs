@@ -29,6 +29,7 @@ mod log;
 pub mod server;
 mod snapshot;
 mod store;
+pub mod tools;
 pub mod types;
 
 pub use config::{Config, FsyncPolicy};
