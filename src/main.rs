@@ -309,7 +309,8 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         }
     };
     let text = if args.json {
-        serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        serde_json::to_string(&report)
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     } else {
         report.to_string()
     };
