@@ -471,6 +471,12 @@ impl Verifier<'_> {
             ));
         }
         self.advance("index runs", r.len.saturating_sub(reported));
+        if bad_blocks > 0 {
+            self.note(
+                &r.path,
+                "contents not compared with the log: blocks fail their checksums",
+            );
+        }
         let fingerprint =
             checkpoint::check_fingerprint(views, run.last_position(), run.trailer().fingerprint);
         if let Err(reason) = &fingerprint {
