@@ -664,3 +664,31 @@ fn metadata_survives_reopen_with_and_without_checkpoints() {
         store.close().unwrap();
     }
 }
+
+#[test]
+fn retries_and_reused_ids_around_a_delete() {
+    let dir = common::tempdir();
+    let store = open(dir.path());
+    let first = vec![common::ev(1, "Ev"), common::ev(2, "Ev")];
+    store
+        .append("inv-1", ExpectedRevision::NoStream, first.clone())
+        .unwrap();
+    store.delete_stream("inv-1", ExpectedRevision::Any).unwrap();
+    // The same ids again (a client recreating the stream deterministically) are a new append,
+    // not a retry of the deleted events.
+    let revived = store
+        .append("inv-1", ExpectedRevision::NoStream, first.clone())
+        .expect("recreate with the same ids");
+    assert_eq!(revived.revision, Revision(3));
+    assert_eq!(
+        stream_revs(&store, "inv-1", Direction::Forwards).unwrap(),
+        [2, 3]
+    );
+    // A retry of that append is recognised: the original result, nothing written.
+    let last = store.last_position();
+    let retried = store
+        .append("inv-1", ExpectedRevision::NoStream, first)
+        .expect("retry of the revival");
+    assert_eq!(retried, revived);
+    assert_eq!(store.last_position(), last);
+}

@@ -438,6 +438,9 @@ fn compact_keeps_exactly_what_the_model_says_and_reads_do_not_change() {
     let report = compact(dir.path(), &config(), &mut NoProgress).unwrap();
     let after_rows = stored(dir.path());
     assert_eq!(after_rows, model_kept(&rows));
+    let verified = statestore::tools::verify(dir.path(), &mut NoProgress).unwrap();
+    assert!(verified.sound, "verify after compaction: {verified}");
+    assert_eq!(verified.events, after_rows.len() as u64);
     assert_eq!(report.events_before, rows.len() as u64);
     assert_eq!(report.events_after, after_rows.len() as u64);
     assert_eq!(report.removed, report.events_before - report.events_after);
@@ -540,6 +543,8 @@ fn compaction_killed_at_every_step_leaves_the_old_store_or_the_new_one() {
                 && stderr.contains(&format!("aborting at compaction step {step}")),
             "{step}: the process was to abort there: {stderr}"
         );
+        let report = statestore::tools::verify(dir.path(), &mut NoProgress).unwrap();
+        assert!(report.sound, "{step}: verify after the crash: {report}");
         let rows = stored(dir.path());
         let want = if is_new { &new_rows } else { &old_rows };
         assert_eq!(
@@ -575,6 +580,8 @@ fn compaction_killed_at_every_step_leaves_the_old_store_or_the_new_one() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
+        let report = statestore::tools::verify(dir.path(), &mut NoProgress).unwrap();
+        assert!(report.sound, "kill after {delay_ms} ms: {report}");
         let rows = stored(dir.path());
         assert!(
             rows == old_rows || rows == new_rows,

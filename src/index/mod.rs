@@ -884,9 +884,18 @@ impl Index {
 
     /// The revision of the event with this id in `stream`, visible or not.
     pub fn revision_of_id(&self, stream: &str, id: u128) -> Result<Option<u64>> {
+        self.revision_of_id_from(stream, id, 0)
+    }
+
+    /// The revision, at or above `floor`, of the event with this id in `stream`, visible or
+    /// not. (Ids are unique within a stream, except across a soft delete: the events before
+    /// it no longer count, and the stream may reuse their ids.)
+    pub fn revision_of_id_from(&self, stream: &str, id: u128, floor: u64) -> Result<Option<u64>> {
         for layer in self.layers() {
             for p in layer.positions_of_id(id)? {
-                if let Some(r) = self.revision_in_stream(stream, p)? {
+                if let Some(r) = self.revision_in_stream(stream, p)?
+                    && r >= floor
+                {
                     return Ok(Some(r));
                 }
             }

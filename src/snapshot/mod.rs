@@ -41,9 +41,9 @@ pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
 /// The snapshot log.
 pub const SNAPSHOT_FILE_NAME: &str = "snapshots.log";
 /// A compaction in progress writes here, then renames it over the log.
-const COMPACT_FILE_NAME: &str = "snapshots.log.compact";
+pub(crate) const COMPACT_FILE_NAME: &str = "snapshots.log.compact";
 /// A new, empty log is prepared here, then renamed into place.
-const CREATE_FILE_NAME: &str = "snapshots.log.new";
+pub(crate) const CREATE_FILE_NAME: &str = "snapshots.log.new";
 /// Dead bytes below this never trigger a compaction, however few the live ones.
 pub const COMPACT_DEAD_BYTES_MIN: u64 = 1 << 20;
 
@@ -687,3 +687,28 @@ fn now_us() -> u64 {
 
 #[cfg(test)]
 mod test;
+
+/// What [`check_log`] found in a snapshot log.
+pub(crate) struct LogCheck {
+    /// Live snapshots, and the streams they belong to.
+    pub snapshots: u64,
+    pub streams: u64,
+    /// Bytes of the file.
+    pub file_len: u64,
+    /// Set when the file ends in a torn record: where it starts, and why it is not whole.
+    pub torn: Option<(u64, &'static str)>,
+}
+
+/// Checks the snapshot log at `path` by the rules of an open (every record's CRC and fields; a
+/// torn tail or damage), without changing the file. Damage is `Error::Corruption`.
+pub(crate) fn check_log(path: &Path) -> Result<LogCheck> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let scan = scan(path, &file, usize::MAX)?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    Ok(LogCheck {
+        snapshots: scan.streams.values().map(|l| l.len() as u64).sum(),
+        streams: scan.streams.len() as u64,
+        file_len,
+        torn: scan.torn.map(|t| (scan.end, t.reason)),
+    })
+}

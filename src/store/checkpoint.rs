@@ -33,14 +33,14 @@ use crate::types::Position;
 
 /// Subdirectory of the data directory that holds the runs.
 pub const INDEX_DIR: &str = "index";
-const TEMP_SUFFIX: &str = ".tmp";
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 
 /// File name of the run covering `first..=last`. Lexical order is position order.
 pub fn run_file_name(first: u64, last: u64) -> String {
     format!("{first:020}-{last:020}.idx")
 }
 
-fn parse_run_file_name(name: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_run_file_name(name: &str) -> Option<(u64, u64)> {
     let (a, b) = name.strip_suffix(".idx")?.split_once('-')?;
     let digits = |s: &str| s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit());
     if !digits(a) || !digits(b) {
@@ -167,7 +167,7 @@ fn open_checked(
 
 /// The log must hold, at `fp.location`, an intact frame of position `last` that ends a commit
 /// and has checksum `fp.frame_crc`.
-fn check_fingerprint(
+pub(crate) fn check_fingerprint(
     segments: &[Arc<SegmentView>],
     last: u64,
     fp: Fingerprint,

@@ -492,7 +492,18 @@ impl Store {
     }
 
     fn check_lifecycle_name(&self, stream: &str) -> Result<()> {
-        super::validate::check_stream_name(&self.shared.config, stream)
+        let config = &self.shared.config;
+        super::validate::check_stream_name(config, stream)?;
+        // The metadata stream's name is two bytes longer, and must fit too.
+        let meta_len = (stream.len() + METADATA_STREAM_PREFIX.len()) as u64;
+        if meta_len > config.stream_name_bytes_max {
+            return Err(Error::LimitExceeded {
+                what: "stream name bytes (of its metadata stream)",
+                limit: config.stream_name_bytes_max,
+                actual: meta_len,
+            });
+        }
+        Ok(())
     }
 
     fn submit_lifecycle(&self, op: LifecycleOp, encoded_bytes: u64) -> Result<AppendResult> {

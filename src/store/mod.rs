@@ -4,7 +4,7 @@
 //! go through one writer thread; reads run on the caller's thread, take the index lock only to
 //! copy out locations, and decode frames from the memory-mapped segments without any lock.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub(crate) mod compaction;
 pub(crate) mod lifecycle;
 mod raw;

@@ -38,6 +38,14 @@ impl Store {
                 stream: stream.to_string(),
             });
         }
+        // The last revision as of the visible position: the writer publishes a stream's new
+        // state a moment before the position that makes its new events visible.
+        let visible = self.shared.visible();
+        let last = self.shared.index.read().stream_revision(stream, visible)?;
+        let life = lifecycle::StreamLife {
+            last_revision: last,
+            ..lifecycle::StreamLife::clone(&life)
+        };
         let lo = life.first_visible();
         let now = lifecycle::now_us();
         match direction {

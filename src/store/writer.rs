@@ -25,6 +25,7 @@ use crate::error::{ActualRevision, Error, Result};
 use crate::index::{Index, IndexEntry};
 use crate::log::LogWriter;
 use crate::log::frame::{self, EventBody, EventHeader};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::types::{AppendResult, ExpectedRevision, Position, Revision, StreamAppend};
 
 pub struct Request {
@@ -570,6 +571,16 @@ impl Writer {
                     .map(move |e| frame::serialized_len(&body(p, e)) as u64)
             })
             .sum();
+        let room = self.shared.config.segment_bytes - SEGMENT_HEADER_BYTES as u64;
+        if commit_bytes > room {
+            // Only possible for an append at the size limit that also brings a deleted stream
+            // back (its metadata record is added to the commit).
+            return Err(Error::LimitExceeded {
+                what: "bytes in one commit (with the record that brings the stream back)",
+                limit: room,
+                actual: commit_bytes,
+            });
+        }
         if self.buf.len() as u64 + commit_bytes > self.log.remaining() {
             self.flush()?;
             let view = self.log.roll(self.next_position)?;
@@ -657,9 +668,15 @@ enum Outcome {
 fn check_part(index: &Index, part: &StreamAppend, life: Option<&StreamLife>) -> Result<Outcome> {
     let stream = part.stream.as_str();
     let current = index.stream_revision(stream, u64::MAX)?;
+    // Events below the stream's truncate-before (all of them, for a soft-deleted stream) are
+    // gone as far as retries are concerned: their ids are not looked at, and a `NoStream`
+    // append to a stream brought back after a delete is at its place where the revival put it.
+    let floor = life
+        .and_then(|l| l.metadata.truncate_before)
+        .map_or(0, |r| r.0);
     let at_expected_place = |first_revision: u64| match part.expected {
         ExpectedRevision::Exact(Revision(e)) => e.checked_add(1) == Some(first_revision),
-        ExpectedRevision::NoStream => first_revision == 0,
+        ExpectedRevision::NoStream => first_revision == 0 || first_revision == floor,
         ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
     };
     let ids: Vec<Option<uuid::Uuid>> = part.events.iter().map(|e| e.id).collect();
@@ -667,7 +684,7 @@ fn check_part(index: &Index, part: &StreamAppend, life: Option<&StreamLife>) -> 
     let mut stored: Vec<Option<u64>> = Vec::with_capacity(ids.len());
     for id in &ids {
         stored.push(match id {
-            Some(id) => index.revision_of_id(stream, id.as_u128())?,
+            Some(id) => index.revision_of_id_from(stream, id.as_u128(), floor)?,
             None => None,
         });
     }

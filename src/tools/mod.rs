@@ -7,5 +7,7 @@ pub mod dump;
 pub mod event_json;
 pub mod progress;
 pub mod replay;
+pub mod verify;
 
 pub use progress::{NoProgress, Progress, StderrProgress};
+pub use verify::{Finding, VerifyReport, verify};

@@ -35,7 +35,8 @@ pub struct StderrProgress {
 }
 
 enum Shown {
-    Bar(indicatif::ProgressBar),
+    /// Drawn from the first update on, once the total is known.
+    Bar(Option<indicatif::ProgressBar>),
     Lines {
         every: Duration,
         /// When the last line was printed, if one was.
@@ -61,17 +62,10 @@ impl StderrProgress {
 
     /// A progress bar, drawn on standard error.
     pub fn bar(label: &str) -> StderrProgress {
-        let bar = indicatif::ProgressBar::new(0);
-        let template =
-            "{prefix} {msg:<10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})";
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(label.to_string());
         StderrProgress {
             label: label.to_string(),
             started: Instant::now(),
-            shown: Shown::Bar(bar),
+            shown: Shown::Bar(None),
         }
     }
 
@@ -94,6 +88,7 @@ impl Progress for StderrProgress {
     fn update(&mut self, stage: &str, done: u64, total: u64) {
         match &mut self.shown {
             Shown::Bar(bar) => {
+                let bar = bar.get_or_insert_with(|| new_bar(&self.label, stage, total));
                 if bar.length() != Some(total) {
                     bar.set_length(total);
                 }
@@ -128,7 +123,11 @@ impl Progress for StderrProgress {
     fn finish(&mut self) {
         let elapsed = self.started.elapsed().as_secs_f64();
         match &mut self.shown {
-            Shown::Bar(bar) => bar.finish_and_clear(),
+            Shown::Bar(bar) => {
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+            }
             // A closing line only when progress lines were shown: a short run stays quiet.
             Shown::Lines { last, done, .. } if last.is_some() => {
                 let _ = writeln!(
@@ -141,6 +140,21 @@ impl Progress for StderrProgress {
             Shown::Lines { .. } => {}
         }
     }
+}
+
+fn new_bar(label: &str, stage: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::hidden(),
+    );
+    let template = "{prefix} {msg:<10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})";
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar.set_message(stage.to_string());
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar
 }
 
 fn percent(done: u64, total: u64) -> u64 {
@@ -199,6 +213,17 @@ mod test {
         };
         assert!(last.is_none());
         assert_eq!((*done, *total), (1, 2));
+        p.finish();
+    }
+
+    #[test]
+    fn plain_lines_are_printed_once_the_interval_has_passed() {
+        let mut p = StderrProgress::lines("t", Duration::ZERO);
+        p.update("segments", 1, 2);
+        let Shown::Lines { last, .. } = &p.shown else {
+            panic!("lines expected");
+        };
+        assert!(last.is_some());
         p.finish();
     }
 }

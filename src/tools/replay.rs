@@ -40,10 +40,14 @@ pub struct ReplaySummary {
     /// When the cut fell inside a commit: that commit's first and last position. The restored
     /// store holds only the part up to the cut.
     pub split_commit: Option<(u64, u64)>,
+    /// With `until_time_us`: the position of the first event left out for being later.
+    pub stopped_before: Option<u64>,
 }
 
-/// Copies into a new store at `into`, which must not exist or be empty. The new store is
-/// opened once at the end (with `config`), which checks it and writes its index checkpoints.
+/// Copies into a new store at `into`, which must not exist or be empty. The copy is written
+/// beside it (`.NAME.replay-tmp`), opened once with `config` (which checks it and writes its
+/// index checkpoints), and only then renamed to `into`: a replay that dies leaves no directory
+/// that looks like a finished restore.
 pub fn replay_into_dir(
     store: &Store,
     into: &Path,
@@ -60,7 +64,18 @@ pub fn replay_into_dir(
             )));
         }
     }
-    let mut rewriter = LogRewriter::create(into, config.segment_bytes)?;
+    let name = into
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} names no directory", into.display())))?;
+    let parent = into
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let work = parent.join(format!(".{}.replay-tmp", name.to_string_lossy()));
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    }
+    let mut rewriter = LogRewriter::create(&work, config.segment_bytes)?;
     let mut pending: Vec<(EventHeader, RecordedEvent)> = Vec::new();
     let push = |rewriter: &mut LogRewriter, pending: &mut Vec<(EventHeader, RecordedEvent)>| {
         if pending.is_empty() {
@@ -98,11 +113,25 @@ pub fn replay_into_dir(
         summary.split_commit = Some((commit_first, commit_last));
     }
     push(&mut rewriter, &mut pending)?;
-    let next = summary.last_position.map_or(options.from.max(1), |p| p + 1);
+    // The next append goes after the cut (positions up to it that compaction had removed in
+    // the source are not handed out again).
+    let source_last = store.last_position().0;
+    let cut = match (options.until, summary.stopped_before) {
+        (_, Some(p)) => p - 1,
+        (Some(until), None) => until.min(source_last),
+        (None, None) => source_last,
+    };
+    let last_copied = summary.last_position.unwrap_or(0);
+    let next = cut.max(last_copied).max(options.from.max(1) - 1) + 1;
     let written = rewriter.finish(next)?;
     summary.bytes = written.bytes;
     // Open once: checks what was written and leaves index checkpoints for the first start.
-    Store::open(into, config.clone())?.close()?;
+    Store::open(&work, config.clone())?.close()?;
+    if into.exists() {
+        std::fs::remove_dir(into).map_err(|e| Error::io(into, e))?;
+    }
+    std::fs::rename(&work, into).map_err(|e| Error::io(into, e))?;
+    crate::log::sync_dir(parent)?;
     Ok(summary)
 }
 
@@ -144,6 +173,7 @@ fn walk(
         &mut |e, h, at| {
             progress.update("replay", at.bytes_done, at.bytes_total);
             if options.until_time_us.is_some_and(|t| e.timestamp_us > t) {
+                summary.stopped_before = Some(e.position.0);
                 return Ok(Walk::Stop);
             }
             f(e, h)?;
