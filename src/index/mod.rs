@@ -883,6 +883,7 @@ impl Index {
     }
 
     /// The revision of the event with this id in `stream`, visible or not.
+    #[cfg(test)]
     pub fn revision_of_id(&self, stream: &str, id: u128) -> Result<Option<u64>> {
         self.revision_of_id_from(stream, id, 0)
     }
