@@ -454,16 +454,10 @@ impl Store {
     /// Errors: `StreamNotFound` when the stream has no events; `StreamDeleted` when it is
     /// tombstoned; `WrongExpectedRevision`.
     pub fn delete_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<Position> {
-        self.check_lifecycle_name(stream)?;
-        let result = self.submit_lifecycle(
-            LifecycleOp::Delete {
-                stream: stream.to_string(),
-                expected,
-            },
-            64,
-        )?;
-        self.delete_snapshots(stream)?;
-        Ok(result.last_position)
+        self.remove_stream(LifecycleOp::Delete {
+            stream: stream.to_string(),
+            expected,
+        })
     }
 
     /// Tombstones `stream`: deleted for good. Every later read, append, metadata change or
@@ -474,15 +468,22 @@ impl Store {
     ///
     /// Errors: `StreamDeleted` when already tombstoned; `WrongExpectedRevision`.
     pub fn tombstone_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<Position> {
-        self.check_lifecycle_name(stream)?;
-        let result = self.submit_lifecycle(
-            LifecycleOp::Tombstone {
-                stream: stream.to_string(),
-                expected,
-            },
-            64,
-        )?;
-        self.delete_snapshots(stream)?;
+        self.remove_stream(LifecycleOp::Tombstone {
+            stream: stream.to_string(),
+            expected,
+        })
+    }
+
+    /// A delete or tombstone: the record, then the stream's snapshots.
+    fn remove_stream(&self, op: LifecycleOp) -> Result<Position> {
+        let (LifecycleOp::Delete { stream, .. } | LifecycleOp::Tombstone { stream, .. }) = &op
+        else {
+            return Err(Error::InvalidArgument("not a delete".into()));
+        };
+        let stream = stream.clone();
+        self.check_lifecycle_name(&stream)?;
+        let result = self.submit_lifecycle(op, 64)?;
+        self.delete_snapshots(&stream)?;
         Ok(result.last_position)
     }
 

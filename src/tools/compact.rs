@@ -154,7 +154,8 @@ pub fn compact(dir: &Path, config: &Config, progress: &mut dyn Progress) -> Resu
     Ok(report)
 }
 
-fn push(
+/// Writes the events gathered for one commit (each with whether to empty it) and clears them.
+pub(super) fn push(
     rewriter: &mut LogRewriter,
     pending: &mut Vec<(EventHeader, RecordedEvent, bool)>,
 ) -> Result<()> {

@@ -9,11 +9,12 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::compact::push;
 use super::event_json::EventLine;
 use super::progress::Progress;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::frame::{EventBody, EventHeader};
+use crate::log::frame::EventHeader;
 use crate::log::rewrite::LogRewriter;
 use crate::store::{Store, Walk};
 use crate::types::RecordedEvent;
@@ -76,37 +77,15 @@ pub fn replay_into_dir(
         std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     }
     let mut rewriter = LogRewriter::create(&work, config.segment_bytes)?;
-    let mut pending: Vec<(EventHeader, RecordedEvent)> = Vec::new();
-    let push = |rewriter: &mut LogRewriter, pending: &mut Vec<(EventHeader, RecordedEvent)>| {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let commit: Vec<(EventHeader, EventBody<'_>)> = pending
-            .iter()
-            .map(|(h, e)| {
-                (
-                    *h,
-                    EventBody {
-                        stream: e.stream(),
-                        event_type: e.event_type(),
-                        data: e.data(),
-                        metadata: e.metadata(),
-                    },
-                )
-            })
-            .collect();
-        let result = rewriter.push_commit(&commit);
-        pending.clear();
-        result
-    };
+    let mut pending: Vec<(EventHeader, RecordedEvent, bool)> = Vec::new();
     let mut summary = walk(store, options, progress, &mut |e, h| {
-        pending.push((*h, e.clone()));
+        pending.push((*h, e.clone(), false));
         if h.commit_index + 1 >= h.commit_count {
             push(&mut rewriter, &mut pending)?;
         }
         Ok(())
     })?;
-    if let Some((first, _)) = pending.first() {
+    if let Some((first, _, _)) = pending.first() {
         // The cut is inside a commit: keep the part up to it.
         let commit_first = first.position - u64::from(first.commit_index);
         let commit_last = commit_first + u64::from(first.commit_count) - 1;
