@@ -692,3 +692,36 @@ fn retries_and_reused_ids_around_a_delete() {
     assert_eq!(retried, revived);
     assert_eq!(store.last_position(), last);
 }
+
+#[test]
+fn snapshots_left_by_a_crash_after_a_delete_are_removed_at_open() {
+    let dir = common::tempdir();
+    let store = open(dir.path());
+    append_n(&store, "doc-1", 3, 0);
+    store
+        .save_snapshot("doc-1", Revision(2), "doc.v1", "old life".into())
+        .unwrap();
+    store.close().unwrap();
+    // The snapshot log as it was before the delete: as if the process died after the delete
+    // committed and before the snapshots were removed.
+    let snapshots = dir.path().join("snapshots");
+    let saved = common::tempdir();
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), saved.path().join(entry.file_name())).unwrap();
+    }
+    let store = open(dir.path());
+    store.delete_stream("doc-1", ExpectedRevision::Any).unwrap();
+    store.close().unwrap();
+    for entry in std::fs::read_dir(saved.path()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snapshots.join(entry.file_name())).unwrap();
+    }
+    let store = open(dir.path());
+    append_n(&store, "doc-1", 1, 10);
+    assert_eq!(
+        store.load_snapshot("doc-1", Revision::END).unwrap(),
+        None,
+        "a snapshot of the stream's earlier life"
+    );
+}

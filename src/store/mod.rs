@@ -226,6 +226,13 @@ impl Store {
             config,
         });
         let life = lifecycle::load(&shared)?;
+        // Snapshots of a deleted stream are removed just after its delete commits; a crash in
+        // between leaves them, and they must not outlive it (a revived stream would load one).
+        for (stream, l) in &life {
+            if l.tombstoned || l.is_deleted() {
+                shared.snapshots.delete_stream(stream)?;
+            }
+        }
         shared.lifecycle.publish(life.clone());
         let (tx, rx) = mpsc::sync_channel(shared.config.writer_queue_max);
         let w = writer::Writer::new(
