@@ -725,3 +725,48 @@ fn snapshots_left_by_a_crash_after_a_delete_are_removed_at_open() {
         "a snapshot of the stream's earlier life"
     );
 }
+
+#[test]
+fn later_metadata_never_brings_deleted_events_back() {
+    let dir = common::tempdir();
+    let store = open(dir.path());
+    append_n(&store, "pii-1", 5, 0);
+    store.delete_stream("pii-1", ExpectedRevision::Any).unwrap();
+    append_n(&store, "pii-1", 1, 10);
+    assert_eq!(
+        stream_revs(&store, "pii-1", Direction::Forwards).unwrap(),
+        [5]
+    );
+    // Metadata without a truncate-before: the events before the delete stay hidden.
+    store
+        .set_stream_metadata(
+            "pii-1",
+            ExpectedRevision::Any,
+            meta(|m| m.max_count = Some(100)),
+        )
+        .unwrap();
+    assert_eq!(
+        stream_revs(&store, "pii-1", Direction::Forwards).unwrap(),
+        [5]
+    );
+    let (_, m) = store.stream_metadata("pii-1").unwrap().unwrap();
+    assert_eq!(
+        m.truncate_before,
+        Some(Revision(5)),
+        "raised to the delete's floor"
+    );
+    assert_eq!(of_stream(&all_events(&store), "pii-1"), [5]);
+    store.close().unwrap();
+    let store = open(dir.path());
+    store
+        .set_stream_metadata(
+            "pii-1",
+            ExpectedRevision::Any,
+            meta(|m| m.truncate_before = Some(Revision(1))),
+        )
+        .unwrap();
+    assert_eq!(
+        stream_revs(&store, "pii-1", Direction::Forwards).unwrap(),
+        [5]
+    );
+}

@@ -40,6 +40,10 @@ pub const DELETED_TRUNCATE_BEFORE: u64 = i64::MAX as u64;
 /// The prefix of metadata streams: the metadata of `S` lives in `$$S`.
 pub const METADATA_STREAM_PREFIX: &str = "$$";
 
+/// The event metadata of a `$metadata` record that brings a soft-deleted stream back: its
+/// truncate-before becomes the stream's floor.
+pub const REVIVAL_MARK: &[u8] = br#"{"$revival":true}"#;
+
 const KEY_MAX_COUNT: &str = "$maxCount";
 const KEY_MAX_AGE: &str = "$maxAge";
 const KEY_TRUNCATE_BEFORE: &str = "$tb";
@@ -194,6 +198,10 @@ pub(crate) struct StreamLife {
     pub tombstoned: bool,
     /// The stream's own last revision (for max count), kept up to date by the writer.
     pub last_revision: Option<u64>,
+    /// Revisions below this stay hidden whatever later metadata says: the events before the
+    /// stream's last soft delete. (A client that sets metadata without `$tb` must not bring
+    /// deleted events back.) Recorded by the revival records, which carry [`REVIVAL_MARK`].
+    pub floor: u64,
 }
 
 impl StreamLife {
@@ -207,7 +215,11 @@ impl StreamLife {
             // Only the tombstone itself, the last event, stays in view (in whole-log reads).
             return self.last_revision.unwrap_or(0);
         }
-        let mut lo = self.metadata.truncate_before.map_or(0, |r| r.0);
+        let mut lo = self
+            .metadata
+            .truncate_before
+            .map_or(0, |r| r.0)
+            .max(self.floor);
         if let (Some(n), Some(last)) = (self.metadata.max_count, self.last_revision) {
             lo = lo.max((last + 1).saturating_sub(n));
         }
@@ -322,6 +334,9 @@ pub(crate) fn load(shared: &Shared) -> Result<HashMap<String, StreamLife>> {
         });
         let life = map.entry(target.to_string()).or_default();
         life.meta_revision = Some(e.revision.0);
+        if e.metadata() == REVIVAL_MARK {
+            life.floor = life.floor.max(metadata.truncate_before.map_or(0, |r| r.0));
+        }
         life.metadata = metadata;
     })?;
     for_each_of_type(shared, TOMBSTONE_EVENT_TYPE, &mut |e| {
@@ -523,14 +538,21 @@ impl Store {
 }
 
 /// The one-event append that records `metadata` in `$$stream`.
-pub(crate) fn metadata_part(stream: &str, metadata: &StreamMetadata) -> StreamAppend {
+/// `revival`: the record brings a soft-deleted stream back (marked with [`REVIVAL_MARK`]).
+pub(crate) fn metadata_part(
+    stream: &str,
+    metadata: &StreamMetadata,
+    revival: bool,
+) -> StreamAppend {
+    let mut event = crate::types::EventData::json(METADATA_EVENT_TYPE, metadata.to_json())
+        .with_id(super::validate::new_event_id());
+    if revival {
+        event = event.with_metadata(REVIVAL_MARK);
+    }
     StreamAppend::new(
         metadata_stream_of(stream),
         ExpectedRevision::Any,
-        vec![
-            crate::types::EventData::json(METADATA_EVENT_TYPE, metadata.to_json())
-                .with_id(super::validate::new_event_id()),
-        ],
+        vec![event],
     )
 }
 

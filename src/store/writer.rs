@@ -438,7 +438,7 @@ impl Writer {
         let mut all_parts = Vec::with_capacity(extra + parts.len());
         let mut all_currents = Vec::with_capacity(extra + parts.len());
         for (stream, meta_revision, metadata) in &revived {
-            all_parts.push(lifecycle::metadata_part(stream, metadata));
+            all_parts.push(lifecycle::metadata_part(stream, metadata, true));
             all_currents.push(*meta_revision);
         }
         all_parts.extend(parts);
@@ -447,6 +447,7 @@ impl Writer {
         for ((stream, _, metadata), result) in revived.into_iter().zip(&results) {
             let life = self.life.entry(stream.clone()).or_default();
             life.meta_revision = Some(result.revision.0);
+            life.floor = metadata.truncate_before.map_or(0, |r| r.0);
             life.metadata = metadata;
         }
         for (part, result) in all_parts.iter().zip(&results).skip(extra) {
@@ -499,16 +500,23 @@ impl Writer {
                 if !lifecycle::expected_holds(&meta_stream, expected, meta_current, None)? {
                     return Err(wrong(&meta_stream, expected, meta_current));
                 }
-                if life.is_deleted() {
-                    // New metadata brings a soft-deleted stream back, without its old events.
-                    let floor = current.map_or(0, |r| r + 1);
+                let revival = life.is_deleted();
+                // New metadata brings a soft-deleted stream back without its old events, and
+                // never lowers truncate-before below the stream's last delete.
+                let floor = if revival {
+                    current.map_or(0, |r| r + 1)
+                } else {
+                    life.floor
+                };
+                if floor > 0 {
                     let tb = metadata.truncate_before.map_or(0, |r| r.0).max(floor);
                     metadata.truncate_before = Some(Revision(tb));
                 }
-                let part = lifecycle::metadata_part(&stream, &metadata);
+                let part = lifecycle::metadata_part(&stream, &metadata, revival);
                 let new_life = StreamLife {
                     metadata,
                     last_revision: current,
+                    floor,
                     ..life
                 };
                 (part, meta_current, new_life)
@@ -524,7 +532,7 @@ impl Writer {
                     truncate_before: Some(Revision(lifecycle::DELETED_TRUNCATE_BEFORE)),
                     ..StreamMetadata::default()
                 };
-                let part = lifecycle::metadata_part(&stream, &metadata);
+                let part = lifecycle::metadata_part(&stream, &metadata, false);
                 let new_life = StreamLife {
                     metadata,
                     last_revision: current,
