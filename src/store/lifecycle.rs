@@ -245,7 +245,9 @@ impl StreamLife {
 /// The lifecycle state of every stream that has any, as readers see it.
 #[derive(Default)]
 pub(crate) struct Lifecycle {
-    streams: RwLock<HashMap<String, Arc<StreamLife>>>,
+    /// foldhash: whole-log reads look up every event's stream here while any stream has
+    /// metadata, and SipHash is slow on short keys.
+    streams: RwLock<foldhash::HashMap<String, Arc<StreamLife>>>,
     /// Streams in the map: reads skip every lookup while it is 0 (no stream has metadata).
     len: AtomicUsize,
 }
