@@ -159,9 +159,14 @@ struct StoreArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Address to listen on for gRPC (native API, health, reflection).
+    /// Address to listen on for gRPC: the native API, the KurrentDB client protocol, health
+    /// and reflection.
     #[arg(long, env = "STATESTORE_LISTEN", default_value = "127.0.0.1:2113")]
     listen: SocketAddr,
+    /// The HOST:PORT KurrentDB clients are told to connect to (gossip's leader endpoint).
+    /// Default: the listening address (`localhost` when it is a wildcard).
+    #[arg(long, env = "STATESTORE_ADVERTISE")]
+    advertise: Option<String>,
     /// Largest gRPC message in either direction, in bytes; larger requests are refused with
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "STATESTORE_MESSAGE_BYTES_MAX", default_value_t = ServerConfig::default().message_bytes_max)]
@@ -395,6 +400,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         read_page_events: args.read_page_events,
         live_ring_batches: args.live_ring_batches,
         checkpoint_interval: args.checkpoint_interval,
+        advertise: args.advertise.clone(),
         ..ServerConfig::default()
     };
     config.validate(&store).map_err(|e| e.to_string())?;

@@ -7,9 +7,12 @@
 //! - [`live`]: one publisher task that decodes each new commit once and fans it out to every
 //!   live subscriber through a bounded broadcast ring.
 //! - [`subscribe`]: catch-up subscriptions: history from disk, then live, and back to disk when a
-//!   subscriber falls behind the ring.
+//!   subscriber falls behind the ring. Shared by both wires through its `Feed` trait.
+//! - [`kurrent`]: the KurrentDB (EventStoreDB) client protocol, on the same port, translating
+//!   onto the same store.
 
 mod convert;
+pub mod kurrent;
 mod live;
 mod service;
 pub mod status;
@@ -56,6 +59,9 @@ pub struct ServerConfig {
     pub subscriber_buffer: usize,
     /// Checkpoint interval (scanned events) of filtered subscriptions that ask for 0.
     pub checkpoint_interval: u64,
+    /// The `host:port` the KurrentDB adapter's gossip advertises. `None`: the listening
+    /// address (`localhost` for a wildcard one).
+    pub advertise: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +75,7 @@ impl Default for ServerConfig {
             live_batch_events: 1000,
             subscriber_buffer: 16,
             checkpoint_interval: 1000,
+            advertise: None,
         }
     }
 }
@@ -94,7 +101,40 @@ impl ServerConfig {
         if self.checkpoint_interval == 0 {
             return bad("checkpoint_interval must be at least 1");
         }
+        if let Some(a) = &self.advertise {
+            parse_advertise(a).map_err(crate::Error::InvalidConfig)?;
+        }
         Ok(())
+    }
+}
+
+/// Splits an advertised `host:port` (the host may be a name, an IPv4 address, or a bracketed
+/// IPv6 address).
+pub fn parse_advertise(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("advertised address '{text}' is not HOST:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// What gossip advertises: the configured address, or the one listened on.
+fn advertised(config: &ServerConfig, local: Option<SocketAddr>) -> kurrent::KurrentConfig {
+    let (advertise_host, advertise_port) = config
+        .advertise
+        .as_deref()
+        .and_then(|a| parse_advertise(a).ok())
+        .unwrap_or_else(|| match local {
+            Some(addr) if addr.ip().is_unspecified() => ("localhost".to_string(), addr.port()),
+            Some(addr) => (addr.ip().to_string(), addr.port()),
+            None => ("localhost".to_string(), 2113),
+        });
+    kurrent::KurrentConfig {
+        advertise_host,
+        advertise_port,
     }
 }
 
@@ -162,6 +202,7 @@ pub async fn serve(
     .max_encoding_message_size(config.message_bytes_max);
 
     let local = listener.local_addr().ok();
+    let kurrent = kurrent::services(&shared, &advertised(&config, local));
     // The builder's TCP settings apply only to sockets it binds itself; set them here. Without
     // TCP_NODELAY, small responses wait on the peer's delayed ACK (40 ms stalls).
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
@@ -190,6 +231,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(event_store)
+        .add_service(kurrent.streams)
+        .add_service(kurrent.gossip)
+        .add_service(kurrent.features)
+        .add_service(kurrent.persistent)
         .serve_with_incoming_shutdown(incoming, signal);
     if let Some(addr) = local {
         tracing::info!(listen = %addr, "serving gRPC");

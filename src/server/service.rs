@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::proto::{self, event_store_server::EventStore};
-use super::subscribe::{Subscription, Target, blocking};
+use super::subscribe::{NativeFeed, Subscription, Target, blocking};
 use super::{Shared, convert, status};
 use crate::types::{AppendResult, Direction, Filter, Position, Revision, StreamAppend};
 
@@ -267,6 +267,7 @@ impl EventStore for EventStoreService {
                 };
                 let target = Target::All {
                     filter: convert::filter(all.filter)?,
+                    matcher: None,
                     checkpoint_interval,
                 };
                 (target, all.after_position, 0)
@@ -289,6 +290,7 @@ impl EventStore for EventStoreService {
         let subscription = Subscription::new(
             Arc::clone(&self.shared),
             tx,
+            NativeFeed,
             target,
             after_position,
             next_revision,

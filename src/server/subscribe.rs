@@ -22,16 +22,74 @@ use super::{Shared, convert, status};
 use crate::error::Error;
 use crate::types::{Direction, Filter, Position, Revision};
 
-pub type Reply = Result<proto::SubscribeResponse, Status>;
+/// The wire a subscription speaks: how its events, checkpoints and state changes become
+/// messages, and its errors statuses. The native API and the KurrentDB adapter each have one;
+/// the catch-up and live logic is shared.
+pub trait Feed: Send + Sync + 'static {
+    type Item: Send + 'static;
+    /// Messages for `events` (in position order), each at most about `budget` bytes.
+    fn events(&self, events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Self::Item>;
+    /// Every position up to `position` has been delivered or filtered out.
+    fn checkpoint(&self, position: u64) -> Self::Item;
+    /// History is delivered; live events follow. `revision`: the last delivered revision of a
+    /// stream subscription.
+    fn caught_up(&self, position: u64, revision: Option<u64>) -> Self::Item;
+    /// The subscriber fell behind the live ring and goes back to reading from disk. `None`
+    /// sends nothing (the fallback stays silent).
+    fn fell_behind(&self, position: u64) -> Option<Self::Item>;
+    /// The status that ends the subscription on an engine error.
+    fn error(&self, error: &Error) -> Status;
+}
+
+/// The native `statestore.v1` subscription messages.
+pub struct NativeFeed;
+
+impl Feed for NativeFeed {
+    type Item = proto::SubscribeResponse;
+
+    fn events(&self, events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Self::Item> {
+        convert::pages(events, budget)
+            .into_iter()
+            .map(|page| native(Kind::Events(proto::EventBatch { events: page })))
+            .collect()
+    }
+
+    fn checkpoint(&self, position: u64) -> Self::Item {
+        native(Kind::Checkpoint(proto::Checkpoint { position }))
+    }
+
+    fn caught_up(&self, position: u64, revision: Option<u64>) -> Self::Item {
+        native(Kind::CaughtUp(proto::CaughtUp { position, revision }))
+    }
+
+    fn fell_behind(&self, position: u64) -> Option<Self::Item> {
+        Some(native(Kind::FellBehind(proto::FellBehind { position })))
+    }
+
+    fn error(&self, error: &Error) -> Status {
+        status::to_status(error)
+    }
+}
+
+fn native(kind: Kind) -> proto::SubscribeResponse {
+    proto::SubscribeResponse { kind: Some(kind) }
+}
+
+/// A filter the engine's [`Filter`] cannot express (the KurrentDB adapter's regular
+/// expressions and prefix lists), applied to what the engine's filter passes.
+pub trait Matcher: Send + Sync + 'static {
+    fn matches(&self, stream: &str, event_type: &str) -> bool;
+}
 
 /// How long shutdown waits for room in a subscriber's buffer to tell it UNAVAILABLE.
 const SHUTDOWN_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a subscription delivers.
 pub enum Target {
-    /// The whole log after a position, filtered.
+    /// The whole log after a position, filtered by `filter` and then by `matcher`.
     All {
         filter: Filter,
+        matcher: Option<Arc<dyn Matcher>>,
         checkpoint_interval: u64,
     },
     /// One stream.
@@ -48,6 +106,8 @@ struct Cursor {
     last_revision: Option<u64>,
     /// Filtered subscriptions: the position of the last checkpoint sent (or the start).
     last_checkpoint: u64,
+    /// The position of the last checkpoint actually sent.
+    sent_checkpoint: Option<u64>,
 }
 
 /// The client went away or the server is stopping: the subscription ends.
@@ -65,32 +125,42 @@ struct Page {
     done: bool,
 }
 
-pub struct Subscription {
+impl Target {
+    fn is_filtered(&self) -> bool {
+        matches!(self, Target::All { filter, matcher, .. } if !filter.is_empty() || matcher.is_some())
+    }
+}
+
+pub struct Subscription<F: Feed> {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Reply>,
+    tx: mpsc::Sender<Result<F::Item, Status>>,
+    feed: F,
     target: Target,
     cursor: Cursor,
 }
 
-impl Subscription {
+impl<F: Feed> Subscription<F> {
     /// A subscription after `after_position` (whole log) or from revision `next_revision`
     /// (stream).
     pub fn new(
         shared: Arc<Shared>,
-        tx: mpsc::Sender<Reply>,
+        tx: mpsc::Sender<Result<F::Item, Status>>,
+        feed: F,
         target: Target,
         after_position: u64,
         next_revision: u64,
-    ) -> Subscription {
+    ) -> Subscription<F> {
         Subscription {
             shared,
             tx,
+            feed,
             target,
             cursor: Cursor {
                 position: after_position,
                 next_revision,
                 last_revision: None,
                 last_checkpoint: after_position,
+                sent_checkpoint: None,
             },
         }
     }
@@ -132,10 +202,9 @@ impl Subscription {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         ring = ring.resubscribe();
-                        self.send(Kind::FellBehind(proto::FellBehind {
-                            position: self.cursor.position,
-                        }))
-                        .await?;
+                        if let Some(item) = self.feed.fell_behind(self.cursor.position) {
+                            self.send(item).await?;
+                        }
                         break;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Err(Ended),
@@ -151,7 +220,7 @@ impl Subscription {
         while let Some(read) = next.take() {
             let page = match read.await {
                 Ok(Ok(page)) => page,
-                Ok(Err(status)) => return self.fail(status).await,
+                Ok(Err(e)) => return self.fail(self.feed.error(&e)).await,
                 Err(e) => return self.fail(status::internal(format!("read task: {e}"))).await,
             };
             if !page.done {
@@ -170,16 +239,23 @@ impl Subscription {
     }
 
     /// Starts reading the page at `from` (whole log) or `revision` (stream).
-    fn read_page(&self, from: u64, revision: u64) -> tokio::task::JoinHandle<Result<Page, Status>> {
+    fn read_page(&self, from: u64, revision: u64) -> tokio::task::JoinHandle<Result<Page, Error>> {
         let store = Arc::clone(&self.shared.store);
         let count = self.shared.config.read_page_events;
         match &self.target {
-            Target::All { filter, .. } => {
+            Target::All {
+                filter, matcher, ..
+            } => {
                 let filter = filter.clone();
+                let matcher = matcher.clone();
                 tokio::task::spawn_blocking(move || {
-                    let slice = store
-                        .read_all(Position(from), Direction::Forwards, count, &filter)
-                        .map_err(|e| status::to_status(&e))?;
+                    let mut slice =
+                        store.read_all(Position(from), Direction::Forwards, count, &filter)?;
+                    if let Some(m) = &matcher {
+                        slice
+                            .events
+                            .retain(|e| m.matches(e.stream(), e.event_type()));
+                    }
                     Ok(Page {
                         scanned_to: slice.scanned_to.0.max(from - 1),
                         next_revision: revision,
@@ -201,7 +277,7 @@ impl Subscription {
                         count,
                     ) {
                         Err(Error::StreamNotFound { .. }) => Vec::new(),
-                        other => other.map_err(|e| status::to_status(&e))?,
+                        other => other?,
                     };
                     Ok(Page {
                         scanned_to: events.last().map_or(position, |e| e.position.0),
@@ -218,7 +294,9 @@ impl Subscription {
     /// past the cursor (a gap) and nothing was delivered.
     async fn deliver_live(&mut self, batch: &LiveBatch) -> Result<bool, Ended> {
         match &self.target {
-            Target::All { filter, .. } => {
+            Target::All {
+                filter, matcher, ..
+            } => {
                 if batch.last <= self.cursor.position {
                     return Ok(true);
                 }
@@ -233,6 +311,9 @@ impl Subscription {
                         .filter(|e| {
                             e.position > after
                                 && (filter.is_empty() || filter.matches(&e.stream, &e.event_type))
+                                && matcher
+                                    .as_ref()
+                                    .is_none_or(|m| m.matches(&e.stream, &e.event_type))
                         })
                         .cloned()
                         .collect()
@@ -272,9 +353,8 @@ impl Subscription {
                 self.send_events(events).await?;
                 if let Some(stream) = tombstoned {
                     // The stream is deleted for good: nothing can follow.
-                    return self
-                        .fail(status::to_status(&Error::StreamDeleted { stream }))
-                        .await;
+                    let status = self.feed.error(&Error::StreamDeleted { stream });
+                    return self.fail(status).await;
                 }
                 Ok(!gap)
             }
@@ -292,9 +372,9 @@ impl Subscription {
     ) -> Result<(), Ended> {
         let interval = match &self.target {
             Target::All {
-                filter,
                 checkpoint_interval,
-            } if !filter.is_empty() => *checkpoint_interval,
+                ..
+            } if self.target.is_filtered() => *checkpoint_interval,
             _ => {
                 self.send_events(events).await?;
                 self.cursor.position = self.cursor.position.max(scanned_to);
@@ -318,22 +398,21 @@ impl Subscription {
 
     async fn send_checkpoint(&mut self) -> Result<(), Ended> {
         self.cursor.last_checkpoint = self.cursor.position;
-        self.send(Kind::Checkpoint(proto::Checkpoint {
-            position: self.cursor.position,
-        }))
-        .await
+        self.cursor.sent_checkpoint = Some(self.cursor.position);
+        let item = self.feed.checkpoint(self.cursor.position);
+        self.send(item).await
     }
 
     async fn send_caught_up(&mut self) -> Result<(), Ended> {
-        let filtered = matches!(&self.target, Target::All { filter, .. } if !filter.is_empty());
-        if filtered {
+        // A filtered subscription always gets a checkpoint on reaching the end, unless it
+        // would repeat the one just sent.
+        if self.target.is_filtered() && self.cursor.sent_checkpoint != Some(self.cursor.position) {
             self.send_checkpoint().await?;
         }
-        self.send(Kind::CaughtUp(proto::CaughtUp {
-            position: self.cursor.position,
-            revision: self.cursor.last_revision,
-        }))
-        .await
+        let item = self
+            .feed
+            .caught_up(self.cursor.position, self.cursor.last_revision);
+        self.send(item).await
     }
 
     async fn send_events(&mut self, events: Vec<proto::RecordedEvent>) -> Result<(), Ended> {
@@ -341,18 +420,14 @@ impl Subscription {
             return Ok(());
         }
         let budget = self.shared.config.message_bytes_max / 2;
-        for page in convert::pages(events, budget) {
-            self.send(Kind::Events(proto::EventBatch { events: page }))
-                .await?;
+        for item in self.feed.events(events, budget) {
+            self.send(item).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, kind: Kind) -> Result<(), Ended> {
-        self.tx
-            .send(Ok(proto::SubscribeResponse { kind: Some(kind) }))
-            .await
-            .map_err(|_| Ended)
+    async fn send(&mut self, item: F::Item) -> Result<(), Ended> {
+        self.tx.send(Ok(item)).await.map_err(|_| Ended)
     }
 
     async fn fail<T>(&mut self, status: Status) -> Result<T, Ended> {

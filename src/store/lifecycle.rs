@@ -387,8 +387,12 @@ impl Store {
     /// Setting metadata on a soft-deleted stream brings it back with only the events appended
     /// after the delete (its truncate-before is raised to the old last revision + 1).
     ///
-    /// Errors: `InvalidArgument` for a `$$` stream name or bad metadata; `StreamDeleted` for a
-    /// tombstoned stream; `WrongExpectedRevision` naming the metadata stream.
+    /// On a tombstoned stream the new version is recorded (the metadata stream is a stream of
+    /// its own, with its own revisions) and changes nothing: the stream stays deleted, and
+    /// [`Store::stream_metadata`] still answers `StreamDeleted`.
+    ///
+    /// Errors: `InvalidArgument` for a `$$` stream name or bad metadata;
+    /// `WrongExpectedRevision` naming the metadata stream.
     pub fn set_stream_metadata(
         &self,
         stream: &str,

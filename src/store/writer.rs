@@ -473,7 +473,9 @@ impl Writer {
             | LifecycleOp::Tombstone { stream, .. } => stream.clone(),
         };
         let life = self.life.get(&stream).cloned().unwrap_or_default();
-        if life.tombstoned {
+        // A tombstoned stream cannot be deleted again. Its metadata stream is its own stream
+        // and still takes new versions; they change nothing, as the stream stays deleted.
+        if life.tombstoned && !matches!(op, LifecycleOp::SetMetadata { .. }) {
             return Err(Error::StreamDeleted { stream });
         }
         let meta_stream = lifecycle::metadata_stream_of(&stream);

@@ -1,0 +1,285 @@
+//! Translation between the protocol's messages and the engine's types: ids, stream names,
+//! expected revisions, recorded events and filters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::errors;
+use super::proto::event_store::client::streams::read_req::options::filter_options;
+use super::proto::event_store::client::streams::{self as wire, read_resp};
+use super::proto::event_store::client::{self as shared};
+use crate::server::proto as native;
+use crate::server::subscribe::Matcher;
+use crate::types::{ContentType, EventData, ExpectedRevision, Filter, Revision, StreamFilter};
+
+pub const JSON: &str = "application/json";
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The revision clients see for a tombstone: the largest `i64`.
+pub const TOMBSTONE_REVISION: u64 = i64::MAX as u64;
+
+pub fn uuid_to_wire(id: Uuid, structured: bool) -> shared::Uuid {
+    let value = if structured {
+        let (msb, lsb) = id.as_u64_pair();
+        shared::uuid::Value::Structured(shared::uuid::Structured {
+            most_significant_bits: msb as i64,
+            least_significant_bits: lsb as i64,
+        })
+    } else {
+        shared::uuid::Value::String(id.hyphenated().to_string())
+    };
+    shared::Uuid { value: Some(value) }
+}
+
+pub fn uuid_from_wire(id: Option<shared::Uuid>) -> Result<Uuid, Status> {
+    match id.and_then(|u| u.value) {
+        Some(shared::uuid::Value::Structured(s)) => Ok(Uuid::from_u64_pair(
+            s.most_significant_bits as u64,
+            s.least_significant_bits as u64,
+        )),
+        Some(shared::uuid::Value::String(s)) => Uuid::parse_str(&s)
+            .map_err(|e| errors::invalid_argument(format!("event id '{s}' is not a UUID: {e}"))),
+        None => Err(errors::invalid_argument("an event has no id")),
+    }
+}
+
+pub fn stream_name(id: Option<shared::StreamIdentifier>) -> Result<String, Status> {
+    let id = id.ok_or_else(|| errors::invalid_argument("stream_identifier is required"))?;
+    String::from_utf8(id.stream_name.to_vec())
+        .map_err(|_| errors::invalid_argument("the stream name is not UTF-8"))
+}
+
+pub fn stream_identifier(name: &str) -> shared::StreamIdentifier {
+    shared::StreamIdentifier {
+        stream_name: Bytes::copy_from_slice(name.as_bytes()),
+    }
+}
+
+/// The number KurrentDB uses for an expected version in messages: N, or −2 any, −1 no stream,
+/// −4 stream exists.
+pub fn expected_version_number(expected: ExpectedRevision) -> i64 {
+    match expected {
+        ExpectedRevision::Exact(Revision(n)) => n as i64,
+        ExpectedRevision::Any => -2,
+        ExpectedRevision::NoStream => -1,
+        ExpectedRevision::StreamExists => -4,
+    }
+}
+
+/// A proposed event, from its metadata map (`type` and `content-type` are required), custom
+/// metadata and data.
+pub fn proposed(
+    id: Option<shared::Uuid>,
+    mut metadata: HashMap<String, String>,
+    custom_metadata: Bytes,
+    data: Bytes,
+) -> Result<EventData, Status> {
+    let (Some(event_type), Some(content_type)) =
+        (metadata.remove("type"), metadata.remove("content-type"))
+    else {
+        return Err(errors::missing_metadata());
+    };
+    if event_type.is_empty() {
+        return Err(errors::invalid_argument("an event's type is empty"));
+    }
+    Ok(EventData {
+        id: Some(uuid_from_wire(id)?),
+        event_type,
+        data,
+        metadata: custom_metadata,
+        content_type: if content_type == JSON {
+            ContentType::Json
+        } else {
+            ContentType::Binary
+        },
+    })
+}
+
+/// The parts of a stored event the protocol shows.
+pub struct EventView<'a> {
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub revision: u64,
+    pub position: u64,
+    pub id: Uuid,
+    pub content_type: ContentType,
+    pub timestamp_us: u64,
+    pub data: Bytes,
+    pub metadata: Bytes,
+}
+
+impl<'a> EventView<'a> {
+    pub fn of_engine(e: &'a crate::RecordedEvent) -> EventView<'a> {
+        EventView {
+            stream: e.stream(),
+            event_type: e.event_type(),
+            revision: e.revision.0,
+            position: e.position.0,
+            id: e.id,
+            content_type: e.content_type,
+            timestamp_us: e.timestamp_us,
+            data: e.data_bytes(),
+            metadata: e.metadata_bytes(),
+        }
+    }
+
+    pub fn of_native(e: &'a native::RecordedEvent) -> EventView<'a> {
+        let id = <[u8; 16]>::try_from(e.id.as_ref()).map_or(Uuid::nil(), Uuid::from_bytes);
+        EventView {
+            stream: &e.stream,
+            event_type: &e.event_type,
+            revision: e.revision,
+            position: e.position,
+            id,
+            content_type: if e.content_type == native::ContentType::Binary as i32 {
+                ContentType::Binary
+            } else {
+                ContentType::Json
+            },
+            timestamp_us: e.timestamp_us,
+            data: e.data.clone(),
+            metadata: e.metadata.clone(),
+        }
+    }
+
+    /// The `ReadResp` carrying this event.
+    pub fn into_read_resp(self, structured_ids: bool) -> wire::ReadResp {
+        let revision = if self.event_type == crate::TOMBSTONE_EVENT_TYPE {
+            TOMBSTONE_REVISION
+        } else {
+            self.revision
+        };
+        let metadata = HashMap::from([
+            ("type".to_string(), self.event_type.to_string()),
+            // 100 ns ticks since the Unix epoch.
+            (
+                "created".to_string(),
+                self.timestamp_us.saturating_mul(10).to_string(),
+            ),
+            (
+                "content-type".to_string(),
+                match self.content_type {
+                    ContentType::Json => JSON,
+                    ContentType::Binary => OCTET_STREAM,
+                }
+                .to_string(),
+            ),
+        ]);
+        let event = read_resp::read_event::RecordedEvent {
+            id: Some(uuid_to_wire(self.id, structured_ids)),
+            stream_identifier: Some(stream_identifier(self.stream)),
+            stream_revision: revision,
+            prepare_position: self.position,
+            commit_position: self.position,
+            metadata,
+            custom_metadata: self.metadata,
+            data: self.data,
+        };
+        wire::ReadResp {
+            content: Some(read_resp::Content::Event(read_resp::ReadEvent {
+                event: Some(event),
+                link: None,
+                position: Some(read_resp::read_event::Position::CommitPosition(
+                    self.position,
+                )),
+            })),
+        }
+    }
+}
+
+/// A KurrentDB filter: the part the engine's [`Filter`] can do (one stream prefix), and a
+/// [`Matcher`] for the rest.
+pub struct WireFilter {
+    pub filter: Filter,
+    pub matcher: Option<Arc<dyn Matcher>>,
+    /// Checkpoint interval of a subscription: window × multiplier, in considered events.
+    pub checkpoint_interval: u64,
+}
+
+/// The default window of a filter that does not give one.
+const DEFAULT_WINDOW: u64 = 32;
+
+pub fn filter(
+    options: Option<wire::read_req::options::FilterOption>,
+) -> Result<WireFilter, Status> {
+    use wire::read_req::options::FilterOption;
+    let none = WireFilter {
+        filter: Filter::default(),
+        matcher: None,
+        checkpoint_interval: DEFAULT_WINDOW,
+    };
+    let f = match options {
+        None | Some(FilterOption::NoFilter(_)) => return Ok(none),
+        Some(FilterOption::Filter(f)) => f,
+    };
+    let window = match f.window {
+        Some(filter_options::Window::Max(m)) if m > 0 => u64::from(m),
+        _ => DEFAULT_WINDOW,
+    };
+    let checkpoint_interval =
+        window.saturating_mul(u64::from(f.checkpoint_interval_multiplier.max(1)));
+    let (on_stream, expression) = match f.filter {
+        Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
+        Some(filter_options::Filter::EventType(e)) => (false, e),
+        None => {
+            return Ok(WireFilter {
+                checkpoint_interval,
+                ..none
+            });
+        }
+    };
+    let rule = if !expression.regex.is_empty() {
+        let regex = fancy_regex::Regex::new(&expression.regex).map_err(|e| {
+            errors::invalid_argument(format!("filter regex '{}': {e}", expression.regex))
+        })?;
+        Rule::Regex(regex)
+    } else if !expression.prefix.is_empty() {
+        // One stream prefix is the engine's own filter; anything else is matched here.
+        if on_stream && expression.prefix.len() == 1 {
+            return Ok(WireFilter {
+                filter: Filter {
+                    stream: Some(StreamFilter::Prefix(expression.prefix[0].clone())),
+                    event_types: Vec::new(),
+                },
+                matcher: None,
+                checkpoint_interval,
+            });
+        }
+        Rule::Prefixes(expression.prefix)
+    } else {
+        return Err(errors::invalid_argument(
+            "a filter needs a regex or at least one prefix",
+        ));
+    };
+    Ok(WireFilter {
+        filter: Filter::default(),
+        matcher: Some(Arc::new(FilterMatcher { on_stream, rule })),
+        checkpoint_interval,
+    })
+}
+
+enum Rule {
+    /// .NET `Regex.IsMatch`: a match anywhere in the name (search, not full match).
+    Regex(fancy_regex::Regex),
+    Prefixes(Vec<String>),
+}
+
+struct FilterMatcher {
+    on_stream: bool,
+    rule: Rule,
+}
+
+impl Matcher for FilterMatcher {
+    fn matches(&self, stream: &str, event_type: &str) -> bool {
+        let subject = if self.on_stream { stream } else { event_type };
+        match &self.rule {
+            // A regex that exceeds the backtracking limit on a name does not match it.
+            Rule::Regex(r) => r.is_match(subject).unwrap_or(false),
+            Rule::Prefixes(p) => p.iter().any(|p| subject.starts_with(p.as_str())),
+        }
+    }
+}

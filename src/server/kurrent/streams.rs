@@ -1,0 +1,948 @@
+//! `event_store.client.streams.Streams`: reads and catch-up subscriptions, appends (unary and
+//! batched), delete and tombstone, each a translation onto the engine's own call.
+//!
+//! Position and revision rules of the protocol, as applied here:
+//! - reading `$all` forwards from P includes P; backwards from P excludes it;
+//! - reading a stream from revision R includes R, both ways;
+//! - a subscription from P or R starts after it; `start` is the beginning, `end` only new
+//!   events.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, EventView};
+use super::errors;
+use super::proto::event_store::client::Empty;
+use super::proto::event_store::client::streams::{
+    self as wire, append_req, append_resp, batch_append_req, batch_append_resp, read_req,
+    read_resp, streams_server::Streams,
+};
+use crate::error::{ActualRevision, Error};
+use crate::server::Shared;
+use crate::server::proto as native;
+use crate::server::subscribe::{Feed, Subscription, Target};
+use crate::types::{
+    AppendResult, Direction, EventData, ExpectedRevision, Position, Revision, StreamAppend,
+};
+use crate::{METADATA_STREAM_PREFIX, StreamMetadata};
+
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Messages a reader may have in flight between its task and its connection.
+const READ_BUFFER: usize = 256;
+/// Batch append replies buffered for one connection.
+const BATCH_REPLY_BUFFER: usize = 64;
+
+pub struct StreamsService {
+    shared: Arc<Shared>,
+}
+
+impl StreamsService {
+    pub fn new(shared: Arc<Shared>) -> StreamsService {
+        StreamsService { shared }
+    }
+}
+
+/// Appends `events` to `stream`, or, for a `$$S` metadata stream, sets S's metadata from the
+/// one event's JSON (the engine keeps metadata as its own records in `$$S`).
+async fn write(
+    shared: &Arc<Shared>,
+    stream: String,
+    expected: ExpectedRevision,
+    mut events: Vec<EventData>,
+) -> Result<AppendResult, Error> {
+    if let Some(target) = stream.strip_prefix(METADATA_STREAM_PREFIX) {
+        if events.len() != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "an append to the metadata stream '{stream}' must hold exactly one event \
+                 (the stream's metadata as JSON), not {}",
+                events.len()
+            )));
+        }
+        let event = events.pop().unwrap_or_else(|| EventData::json("", ""));
+        let metadata = StreamMetadata::from_json(&event.data)?;
+        let store = Arc::clone(&shared.store);
+        let target = target.to_string();
+        return blocking(move || store.set_stream_metadata(&target, expected, metadata)).await;
+    }
+    let (tx, rx) = oneshot::channel();
+    shared.store.append_multi_with(
+        vec![StreamAppend::new(stream, expected, events)],
+        move |result| {
+            let _ = tx.send(result);
+        },
+    );
+    let mut results = rx.await.map_err(|_| Error::Closed)??;
+    results
+        .pop()
+        .ok_or_else(|| Error::InvalidArgument("append returned no result".into()))
+}
+
+/// Runs an engine call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::InvalidArgument(format!("engine task failed: {e}"))))
+}
+
+/// The stream's current revision as a wrong-expected-version reply states it; a tombstoned or
+/// unreadable stream counts as none.
+fn current_revision(shared: &Shared, stream: &str) -> Option<u64> {
+    shared
+        .store
+        .stream_revision(stream)
+        .ok()
+        .flatten()
+        .map(|r| r.0)
+}
+
+/// The current revision a wrong-version error reports, or `None` when the error is another.
+fn wrong_version_current(shared: &Shared, stream: &str, error: &Error) -> Option<Option<u64>> {
+    match error {
+        Error::WrongExpectedRevision { actual, .. } => Some(match actual {
+            ActualRevision::Revision(r) => Some(r.0),
+            ActualRevision::NoStream => None,
+        }),
+        // A retry whose ids do not match what is stored: KurrentDB's "corrupted idempotency",
+        // reported as a wrong expected version.
+        Error::IdempotencyConflict { .. } => Some(current_revision(shared, stream)),
+        _ => None,
+    }
+}
+
+macro_rules! expected_revision {
+    ($option:expr, $path:path) => {{
+        use $path as E;
+        match $option {
+            Some(E::Revision(r)) => ExpectedRevision::Exact(Revision(r)),
+            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some(E::Any(_)) | None => ExpectedRevision::Any,
+        }
+    }};
+}
+
+fn append_success(result: &AppendResult) -> wire::AppendResp {
+    use append_resp::success::{CurrentRevisionOption, PositionOption};
+    let position = result.last_position.0;
+    wire::AppendResp {
+        result: Some(append_resp::Result::Success(append_resp::Success {
+            current_revision_option: Some(CurrentRevisionOption::CurrentRevision(
+                result.revision.0,
+            )),
+            position_option: Some(PositionOption::Position(append_resp::Position {
+                commit_position: position,
+                prepare_position: position,
+            })),
+        })),
+    }
+}
+
+fn append_wrong_version(expected: ExpectedRevision, current: Option<u64>) -> wire::AppendResp {
+    use append_resp::wrong_expected_version::{
+        CurrentRevisionOption as Current, CurrentRevisionOption2060 as Current20,
+        ExpectedRevisionOption as Want, ExpectedRevisionOption2060 as Want20,
+    };
+    let (current, current_20) = match current {
+        Some(r) => (
+            Current::CurrentRevision(r),
+            Current20::CurrentRevision2060(r),
+        ),
+        None => (
+            Current::CurrentNoStream(Empty {}),
+            Current20::NoStream2060(Empty {}),
+        ),
+    };
+    let (want, want_20) = match expected {
+        ExpectedRevision::Exact(r) => (
+            Want::ExpectedRevision(r.0),
+            Some(Want20::ExpectedRevision2060(r.0)),
+        ),
+        ExpectedRevision::Any => (Want::ExpectedAny(Empty {}), Some(Want20::Any2060(Empty {}))),
+        ExpectedRevision::StreamExists => (
+            Want::ExpectedStreamExists(Empty {}),
+            Some(Want20::StreamExists2060(Empty {})),
+        ),
+        // The older fields have no "no stream"; they carry it as revision −1 would not fit.
+        ExpectedRevision::NoStream => (Want::ExpectedNoStream(Empty {}), None),
+    };
+    wire::AppendResp {
+        result: Some(append_resp::Result::WrongExpectedVersion(
+            append_resp::WrongExpectedVersion {
+                current_revision_option_20_6_0: Some(current_20),
+                expected_revision_option_20_6_0: want_20,
+                current_revision_option: Some(current),
+                expected_revision_option: Some(want),
+            },
+        )),
+    }
+}
+
+/// An append with no events: nothing is written; the reply says where the stream is, if the
+/// expected revision holds.
+fn empty_append(
+    shared: &Shared,
+    stream: &str,
+    expected: ExpectedRevision,
+) -> Result<wire::AppendResp, Status> {
+    use append_resp::success::{CurrentRevisionOption, PositionOption};
+    let current = shared
+        .store
+        .stream_revision(stream)
+        .map_err(|e| errors::from_engine(&e))?
+        .map(|r| r.0);
+    let holds = match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => current.is_none(),
+        ExpectedRevision::StreamExists => current.is_some(),
+        ExpectedRevision::Exact(r) => current == Some(r.0),
+    };
+    if !holds {
+        return Ok(append_wrong_version(expected, current));
+    }
+    Ok(wire::AppendResp {
+        result: Some(append_resp::Result::Success(append_resp::Success {
+            current_revision_option: Some(match current {
+                Some(r) => CurrentRevisionOption::CurrentRevision(r),
+                None => CurrentRevisionOption::NoStream(Empty {}),
+            }),
+            position_option: Some(PositionOption::NoPosition(Empty {})),
+        })),
+    })
+}
+
+/// The status of a failed delete or tombstone.
+fn delete_error(stream: &str, expected: ExpectedRevision, error: &Error) -> Status {
+    match error {
+        Error::WrongExpectedRevision { actual, .. } => {
+            errors::delete_wrong_version(stream, expected, errors::actual_number(actual))
+        }
+        // The engine refuses to delete a stream with no events; the protocol calls that a
+        // wrong expected version with actual −1, which clients show as "not found".
+        Error::StreamNotFound { .. } => errors::delete_wrong_version(stream, expected, -1),
+        other => errors::from_engine(other),
+    }
+}
+
+/// Where a read starts.
+enum From {
+    Start,
+    End,
+    At(u64),
+}
+
+/// A subscription's messages in the protocol's shape.
+struct KurrentFeed {
+    structured_ids: bool,
+    /// A stream subscription (caught-up carries a revision) rather than `$all` (a position).
+    stream: bool,
+}
+
+fn now_timestamp() -> prost_types::Timestamp {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
+}
+
+impl Feed for KurrentFeed {
+    type Item = wire::ReadResp;
+
+    fn events(&self, events: Vec<native::RecordedEvent>, _budget: usize) -> Vec<wire::ReadResp> {
+        events
+            .iter()
+            .map(|e| EventView::of_native(e).into_read_resp(self.structured_ids))
+            .collect()
+    }
+
+    fn checkpoint(&self, position: u64) -> wire::ReadResp {
+        wire::ReadResp {
+            content: Some(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                commit_position: position,
+                prepare_position: position,
+                timestamp: Some(now_timestamp()),
+            })),
+        }
+    }
+
+    fn caught_up(&self, position: u64, revision: Option<u64>) -> wire::ReadResp {
+        let (stream_revision, position) = if self.stream {
+            (revision.map(|r| r as i64), None)
+        } else {
+            let at = (position > 0).then_some(read_resp::Position {
+                commit_position: position,
+                prepare_position: position,
+            });
+            (None, at)
+        };
+        wire::ReadResp {
+            content: Some(read_resp::Content::CaughtUp(read_resp::CaughtUp {
+                timestamp: Some(now_timestamp()),
+                stream_revision,
+                position,
+            })),
+        }
+    }
+
+    /// KurrentDB does not tell clients it fell behind: the fallback to disk is silent.
+    fn fell_behind(&self, _position: u64) -> Option<wire::ReadResp> {
+        None
+    }
+
+    fn error(&self, error: &Error) -> Status {
+        errors::from_engine(error)
+    }
+}
+
+fn stream_not_found(stream: &str) -> wire::ReadResp {
+    wire::ReadResp {
+        content: Some(read_resp::Content::StreamNotFound(
+            read_resp::StreamNotFound {
+                stream_identifier: Some(convert::stream_identifier(stream)),
+            },
+        )),
+    }
+}
+
+impl StreamsService {
+    fn page(&self) -> u64 {
+        self.shared.config.read_page_events
+    }
+
+    /// A `$$S` stream of a tombstoned S reads as deleted.
+    fn check_metadata_stream(&self, stream: &str) -> Result<(), Status> {
+        if let Some(target) = stream.strip_prefix(METADATA_STREAM_PREFIX)
+            && let Err(Error::StreamDeleted { .. }) = self.shared.store.stream_revision(target)
+        {
+            return Err(errors::stream_deleted(stream));
+        }
+        Ok(())
+    }
+
+    fn read_stream(
+        &self,
+        stream: String,
+        from: From,
+        direction: Direction,
+        count: u64,
+        structured: bool,
+    ) -> Result<ReceiverStream<Result<wire::ReadResp, Status>>, Status> {
+        self.check_metadata_stream(&stream)?;
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let store = Arc::clone(&self.shared.store);
+        let page = self.page();
+        let mut next = match (from, direction) {
+            (From::Start, _) => 0,
+            (From::End, _) => u64::MAX,
+            (From::At(r), _) => r,
+        };
+        tokio::spawn(async move {
+            let mut left = count;
+            let mut first = true;
+            while left > 0 {
+                let want = left.min(page);
+                let name = stream.clone();
+                let store = Arc::clone(&store);
+                let read = tokio::task::spawn_blocking(move || {
+                    let events = store.read_stream(&name, Revision(next), direction, want)?;
+                    let last = events.last().map(|e| e.revision.0);
+                    let messages: Vec<_> = events
+                        .iter()
+                        .map(|e| EventView::of_engine(e).into_read_resp(structured))
+                        .collect();
+                    Ok::<_, Error>((messages, last))
+                })
+                .await;
+                let (messages, last) = match read {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(Error::StreamNotFound { .. })) => {
+                        if first {
+                            let _ = tx.send(Ok(stream_not_found(&stream))).await;
+                        }
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(errors::from_engine(&e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("read task: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                first = false;
+                let n = messages.len() as u64;
+                for m in messages {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+                left -= n;
+                let Some(last) = last else { return };
+                if n < want {
+                    return;
+                }
+                next = match direction {
+                    Direction::Forwards => last + 1,
+                    Direction::Backwards if last == 0 => return,
+                    Direction::Backwards => last - 1,
+                };
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    fn read_all(
+        &self,
+        from: From,
+        direction: Direction,
+        count: u64,
+        filter: convert::WireFilter,
+        structured: bool,
+    ) -> ReceiverStream<Result<wire::ReadResp, Status>> {
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let store = Arc::clone(&self.shared.store);
+        let page = self.page();
+        // Forwards from P includes P; backwards from P excludes it.
+        let start = match (from, direction) {
+            (From::Start, Direction::Forwards) => Some(1),
+            (From::Start, Direction::Backwards) => None,
+            (From::End, Direction::Forwards) => None,
+            (From::End, Direction::Backwards) => Some(Position::END.0),
+            (From::At(p), Direction::Forwards) => (p != u64::MAX).then_some(p.max(1)),
+            (From::At(p), Direction::Backwards) => {
+                if p == u64::MAX {
+                    Some(Position::END.0)
+                } else {
+                    p.checked_sub(1).filter(|p| *p > 0)
+                }
+            }
+        };
+        tokio::spawn(async move {
+            let Some(mut next) = start else { return };
+            let filter = Arc::new(filter);
+            let mut left = count;
+            while left > 0 {
+                let want = left.min(page);
+                let store = Arc::clone(&store);
+                let f = Arc::clone(&filter);
+                let read = tokio::task::spawn_blocking(move || {
+                    let slice = store.read_all(Position(next), direction, want, &f.filter)?;
+                    let messages: Vec<_> = slice
+                        .events
+                        .iter()
+                        .filter(|e| {
+                            f.matcher
+                                .as_ref()
+                                .is_none_or(|m| m.matches(e.stream(), e.event_type()))
+                        })
+                        .map(|e| EventView::of_engine(e).into_read_resp(structured))
+                        .collect();
+                    Ok::<_, Error>((messages, slice.scanned_to.0, slice.end_of_log))
+                })
+                .await;
+                let (messages, scanned_to, end) = match read {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(errors::from_engine(&e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("read task: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                // Only the matching events count towards `count`; what a filter drops was
+                // scanned and is not read again.
+                let n = (messages.len() as u64).min(left);
+                for m in messages.into_iter().take(n as usize) {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+                left -= n;
+                if end {
+                    return;
+                }
+                next = match direction {
+                    Direction::Forwards => scanned_to + 1,
+                    Direction::Backwards if scanned_to <= 1 => return,
+                    Direction::Backwards => scanned_to - 1,
+                };
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    fn subscribe(
+        &self,
+        stream: Option<String>,
+        from: From,
+        filter: convert::WireFilter,
+        structured: bool,
+    ) -> Result<ReceiverStream<Result<wire::ReadResp, Status>>, Status> {
+        if let Some(s) = &stream {
+            self.check_metadata_stream(s)?;
+        }
+        let (tx, rx) = mpsc::channel(self.shared.config.subscriber_buffer.max(2));
+        let confirmation = wire::ReadResp {
+            content: Some(read_resp::Content::Confirmation(
+                read_resp::SubscriptionConfirmation {
+                    subscription_id: uuid::Uuid::new_v4().to_string(),
+                },
+            )),
+        };
+        tx.try_send(Ok(confirmation))
+            .map_err(|_| Status::internal("subscription buffer"))?;
+        let feed = KurrentFeed {
+            structured_ids: structured,
+            stream: stream.is_some(),
+        };
+        // A subscription starts after its position or revision (exclusive).
+        let (target, after_position, next_revision) = match stream {
+            Some(name) => {
+                let next = match from {
+                    From::Start => 0,
+                    From::At(r) => r.saturating_add(1),
+                    // A tombstoned stream fails in the subscription, after the confirmation.
+                    From::End => match self.shared.store.stream_revision(&name) {
+                        Ok(Some(r)) => r.0 + 1,
+                        _ => 0,
+                    },
+                };
+                (Target::Stream { name }, 0, next)
+            }
+            None => {
+                let last = self.shared.store.last_position().0;
+                let after = match from {
+                    From::Start => 0,
+                    From::End => last,
+                    From::At(p) => p.min(last.max(p)),
+                };
+                let target = Target::All {
+                    filter: filter.filter,
+                    matcher: filter.matcher,
+                    checkpoint_interval: filter.checkpoint_interval,
+                };
+                (target, after, 0)
+            }
+        };
+        let subscription = Subscription::new(
+            Arc::clone(&self.shared),
+            tx,
+            feed,
+            target,
+            after_position,
+            next_revision,
+        );
+        tokio::spawn(subscription.run());
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+fn combination(options: &read_req::Options) -> String {
+    let target = match options.stream_option {
+        Some(read_req::options::StreamOption::Stream(_)) => "stream",
+        Some(read_req::options::StreamOption::All(_)) => "all",
+        None => "no stream option",
+    };
+    let count = match options.count_option {
+        Some(read_req::options::CountOption::Count(_)) => "count",
+        Some(read_req::options::CountOption::Subscription(_)) => "subscription",
+        None => "no count option",
+    };
+    let direction = if options.read_direction == read_req::options::ReadDirection::Backwards as i32
+    {
+        "backwards"
+    } else {
+        "forwards"
+    };
+    let filter = match options.filter_option {
+        Some(read_req::options::FilterOption::Filter(_)) => "filter",
+        _ => "no filter",
+    };
+    format!("The combination of {target}, {count}, {direction} and {filter} is invalid.")
+}
+
+/// The deadline of a batch: `None` when there is none (or it is too far to represent).
+/// `Err` when it has already passed.
+fn batch_deadline(options: &batch_append_req::Options) -> Result<Option<Instant>, ()> {
+    use batch_append_req::options::DeadlineOption;
+    let left = match &options.deadline_option {
+        None => return Ok(None),
+        Some(DeadlineOption::Deadline(d)) => {
+            if d.seconds < 0 || (d.seconds == 0 && d.nanos <= 0) {
+                return Err(());
+            }
+            Duration::new(d.seconds as u64, d.nanos.max(0) as u32)
+        }
+        Some(DeadlineOption::Deadline21100(ts)) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let at = Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32);
+            if ts.seconds < 0 || at <= now {
+                return Err(());
+            }
+            at - now
+        }
+    };
+    // Clients send ten thousand years for "no deadline": saturate rather than overflow.
+    Ok(Instant::now().checked_add(left))
+}
+
+/// One batch being received.
+struct PendingBatch {
+    /// The correlation id as the client sent it (structured or string), echoed in the reply.
+    correlation: super::proto::event_store::client::Uuid,
+    options: Option<batch_append_req::Options>,
+    events: Vec<EventData>,
+    bytes: u64,
+    deadline: Option<Instant>,
+    /// Set once the batch has failed (a bad event, too large, past its deadline); the rest of
+    /// its messages are dropped and this is the reply.
+    failed: Option<super::proto::google::rpc::Status>,
+}
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    type ReadStream = ReplyStream<wire::ReadResp>;
+
+    async fn read(
+        &self,
+        request: Request<wire::ReadReq>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        use read_req::options::{CountOption, StreamOption};
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| errors::invalid_argument("read options are required"))?;
+        let structured = match options
+            .uuid_option
+            .as_ref()
+            .and_then(|u| u.content.as_ref())
+        {
+            Some(read_req::options::uuid_option::Content::Structured(_)) => true,
+            Some(read_req::options::uuid_option::Content::String(_)) => false,
+            None => return Err(errors::invalid_argument("uuid_option is required")),
+        };
+        let direction =
+            if options.read_direction == read_req::options::ReadDirection::Backwards as i32 {
+                Direction::Backwards
+            } else {
+                Direction::Forwards
+            };
+        let filtered = matches!(
+            options.filter_option,
+            Some(read_req::options::FilterOption::Filter(_))
+        );
+        let invalid = combination(&options);
+        let filter = convert::filter(options.filter_option)?;
+        let stream_from = |s: &read_req::options::StreamOptions| {
+            use read_req::options::stream_options::RevisionOption;
+            match s.revision_option {
+                Some(RevisionOption::Revision(r)) => From::At(r),
+                Some(RevisionOption::End(_)) => From::End,
+                Some(RevisionOption::Start(_)) | None => From::Start,
+            }
+        };
+        let all_from = |a: &read_req::options::AllOptions| {
+            use read_req::options::all_options::AllOption;
+            match &a.all_option {
+                Some(AllOption::Position(p)) => From::At(p.commit_position),
+                Some(AllOption::End(_)) => From::End,
+                Some(AllOption::Start(_)) | None => From::Start,
+            }
+        };
+        let reply: ReplyStream<wire::ReadResp> = match (options.stream_option, options.count_option)
+        {
+            (Some(StreamOption::Stream(s)), Some(CountOption::Count(n))) if !filtered => {
+                let name = convert::stream_name(s.stream_identifier.clone())?;
+                Box::pin(self.read_stream(name, stream_from(&s), direction, n, structured)?)
+            }
+            (Some(StreamOption::All(a)), Some(CountOption::Count(n))) => {
+                Box::pin(self.read_all(all_from(&a), direction, n, filter, structured))
+            }
+            (Some(StreamOption::Stream(s)), Some(CountOption::Subscription(_)))
+                if !filtered && direction == Direction::Forwards =>
+            {
+                let name = convert::stream_name(s.stream_identifier.clone())?;
+                Box::pin(self.subscribe(Some(name), stream_from(&s), filter, structured)?)
+            }
+            (Some(StreamOption::All(a)), Some(CountOption::Subscription(_)))
+                if direction == Direction::Forwards =>
+            {
+                Box::pin(self.subscribe(None, all_from(&a), filter, structured)?)
+            }
+            _ => return Err(errors::invalid_argument(invalid)),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<wire::AppendReq>>,
+    ) -> Result<Response<wire::AppendResp>, Status> {
+        let mut input = request.into_inner();
+        let options = match input.message().await? {
+            Some(wire::AppendReq {
+                content: Some(append_req::Content::Options(o)),
+            }) => o,
+            _ => {
+                return Err(errors::invalid_argument(
+                    "the first message of an append must be its options",
+                ));
+            }
+        };
+        let stream = convert::stream_name(options.stream_identifier)?;
+        let expected = expected_revision!(
+            options.expected_stream_revision,
+            append_req::options::ExpectedStreamRevision
+        );
+        let limit = self.shared.store.config().append_bytes_max;
+        let mut events = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(message) = input.message().await? {
+            let Some(append_req::Content::ProposedMessage(m)) = message.content else {
+                return Err(errors::invalid_argument(
+                    "an append's options come once, before its events",
+                ));
+            };
+            bytes += (m.data.len() + m.custom_metadata.len()) as u64;
+            if bytes > limit {
+                return Err(errors::maximum_append_size(limit));
+            }
+            events.push(convert::proposed(
+                m.id,
+                m.metadata,
+                m.custom_metadata,
+                m.data,
+            )?);
+        }
+        if events.is_empty() {
+            return empty_append(&self.shared, &stream, expected).map(Response::new);
+        }
+        match write(&self.shared, stream.clone(), expected, events).await {
+            Ok(result) => Ok(Response::new(append_success(&result))),
+            Err(e) => match wrong_version_current(&self.shared, &stream, &e) {
+                Some(current) => Ok(Response::new(append_wrong_version(expected, current))),
+                None => Err(errors::from_engine(&e)),
+            },
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<wire::DeleteReq>,
+    ) -> Result<Response<wire::DeleteResp>, Status> {
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| errors::invalid_argument("delete options are required"))?;
+        let stream = convert::stream_name(options.stream_identifier)?;
+        let expected = expected_revision!(
+            options.expected_stream_revision,
+            wire::delete_req::options::ExpectedStreamRevision
+        );
+        let store = Arc::clone(&self.shared.store);
+        let name = stream.clone();
+        match blocking(move || store.delete_stream(&name, expected)).await {
+            Ok(p) => Ok(Response::new(wire::DeleteResp {
+                position_option: Some(wire::delete_resp::PositionOption::Position(
+                    wire::delete_resp::Position {
+                        commit_position: p.0,
+                        prepare_position: p.0,
+                    },
+                )),
+            })),
+            Err(e) => Err(delete_error(&stream, expected, &e)),
+        }
+    }
+
+    async fn tombstone(
+        &self,
+        request: Request<wire::TombstoneReq>,
+    ) -> Result<Response<wire::TombstoneResp>, Status> {
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| errors::invalid_argument("tombstone options are required"))?;
+        let stream = convert::stream_name(options.stream_identifier)?;
+        let expected = expected_revision!(
+            options.expected_stream_revision,
+            wire::tombstone_req::options::ExpectedStreamRevision
+        );
+        let store = Arc::clone(&self.shared.store);
+        let name = stream.clone();
+        match blocking(move || store.tombstone_stream(&name, expected)).await {
+            Ok(p) => Ok(Response::new(wire::TombstoneResp {
+                position_option: Some(wire::tombstone_resp::PositionOption::Position(
+                    wire::tombstone_resp::Position {
+                        commit_position: p.0,
+                        prepare_position: p.0,
+                    },
+                )),
+            })),
+            Err(e) => Err(delete_error(&stream, expected, &e)),
+        }
+    }
+
+    type BatchAppendStream = ReplyStream<wire::BatchAppendResp>;
+
+    async fn batch_append(
+        &self,
+        request: Request<Streaming<wire::BatchAppendReq>>,
+    ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let mut input = request.into_inner();
+        let (tx, rx) = mpsc::channel(BATCH_REPLY_BUFFER);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let limit = shared.store.config().append_bytes_max;
+            let mut pending: HashMap<uuid::Uuid, PendingBatch> = HashMap::new();
+            loop {
+                let message = match input.message().await {
+                    Ok(Some(m)) => m,
+                    // The client closed its side, or the connection broke: batches not yet
+                    // final are dropped unwritten.
+                    Ok(None) | Err(_) => return,
+                };
+                let wire_id = message.correlation_id.clone().unwrap_or_default();
+                let correlation = match convert::uuid_from_wire(message.correlation_id) {
+                    Ok(id) => id,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let batch = pending.entry(correlation).or_insert_with(|| PendingBatch {
+                    correlation: wire_id,
+                    options: None,
+                    events: Vec::new(),
+                    bytes: 0,
+                    deadline: None,
+                    failed: None,
+                });
+                if let Some(options) = message.options
+                    && batch.options.is_none()
+                {
+                    match batch_deadline(&options) {
+                        Ok(deadline) => batch.deadline = deadline,
+                        Err(()) => batch.failed = Some(errors::batch_timeout()),
+                    }
+                    batch.options = Some(options);
+                }
+                if batch.failed.is_none() {
+                    for m in message.proposed_messages {
+                        batch.bytes += (m.data.len() + m.custom_metadata.len()) as u64;
+                        if batch.bytes > limit {
+                            batch.failed = Some(errors::batch_status(
+                                &Error::LimitExceeded {
+                                    what: "bytes in one append",
+                                    limit,
+                                    actual: batch.bytes,
+                                },
+                                ExpectedRevision::Any,
+                                None,
+                            ));
+                            batch.events = Vec::new();
+                            break;
+                        }
+                        match convert::proposed(m.id, m.metadata, m.custom_metadata, m.data) {
+                            Ok(e) => batch.events.push(e),
+                            Err(status) => {
+                                batch.failed =
+                                    Some(errors::bad_request(status.message().to_string()));
+                                batch.events = Vec::new();
+                                break;
+                            }
+                        }
+                    }
+                }
+                if !message.is_final {
+                    continue;
+                }
+                let Some(batch) = pending.remove(&correlation) else {
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let reply = finish_batch(&shared, batch).await;
+                    let _ = tx.send(Ok(reply)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Writes a complete batch (unless it failed or its deadline passed) and builds its reply.
+async fn finish_batch(shared: &Arc<Shared>, batch: PendingBatch) -> wire::BatchAppendResp {
+    use batch_append_req::options::ExpectedStreamPosition as Want;
+    use batch_append_resp::ExpectedStreamPosition as Echo;
+    let options = batch.options.unwrap_or_default();
+    let stream = convert::stream_name(options.stream_identifier.clone());
+    let (expected, echo) = match options.expected_stream_position {
+        Some(Want::StreamPosition(r)) => (
+            ExpectedRevision::Exact(Revision(r)),
+            Echo::StreamPosition(r),
+        ),
+        Some(Want::NoStream(())) => (ExpectedRevision::NoStream, Echo::NoStream(())),
+        Some(Want::StreamExists(())) => (ExpectedRevision::StreamExists, Echo::StreamExists(())),
+        Some(Want::Any(())) | None => (ExpectedRevision::Any, Echo::Any(())),
+    };
+    let result = match (&stream, batch.failed) {
+        (_, Some(failed)) => batch_append_resp::Result::Error(failed),
+        (Err(status), None) => {
+            batch_append_resp::Result::Error(errors::bad_request(status.message().to_string()))
+        }
+        (Ok(_), None) if batch.deadline.is_some_and(|d| Instant::now() >= d) => {
+            batch_append_resp::Result::Error(errors::batch_timeout())
+        }
+        (Ok(_), None) if batch.events.is_empty() => batch_append_resp::Result::Error(
+            errors::bad_request("a batch append has no events".into()),
+        ),
+        (Ok(name), None) => match write(shared, name.clone(), expected, batch.events).await {
+            Ok(r) => {
+                use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+                batch_append_resp::Result::Success(batch_append_resp::Success {
+                    current_revision_option: Some(CurrentRevisionOption::CurrentRevision(
+                        r.revision.0,
+                    )),
+                    position_option: Some(PositionOption::Position(
+                        super::proto::event_store::client::AllStreamPosition {
+                            commit_position: r.last_position.0,
+                            prepare_position: r.last_position.0,
+                        },
+                    )),
+                })
+            }
+            Err(e) => {
+                let current = wrong_version_current(shared, name, &e).flatten();
+                batch_append_resp::Result::Error(errors::batch_status(&e, expected, current))
+            }
+        },
+    };
+    wire::BatchAppendResp {
+        correlation_id: Some(batch.correlation),
+        result: Some(result),
+        stream_identifier: options.stream_identifier,
+        expected_stream_position: Some(echo),
+    }
+}
