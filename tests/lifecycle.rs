@@ -462,14 +462,6 @@ fn tombstone_is_permanent() {
             ),
         ),
         (
-            "metadata",
-            deleted(
-                store
-                    .set_stream_metadata("user-9", ExpectedRevision::Any, StreamMetadata::default())
-                    .map(|_| ()),
-            ),
-        ),
-        (
             "get metadata",
             deleted(store.stream_metadata("user-9").map(|_| ())),
         ),
@@ -503,6 +495,35 @@ fn tombstone_is_permanent() {
             "{what} on a tombstoned stream must be StreamDeleted"
         );
     }
+    // The metadata stream is a stream of its own: it still takes new versions (checked
+    // against its own revision), and they change nothing.
+    let meta_before = store
+        .stream_metadata_history("user-9")
+        .unwrap_or_default()
+        .len();
+    let max_one = StreamMetadata {
+        max_count: Some(1),
+        ..StreamMetadata::default()
+    };
+    let set = store
+        .set_stream_metadata("user-9", ExpectedRevision::Any, max_one.clone())
+        .expect("metadata after a tombstone is recorded");
+    assert!(matches!(
+        store.set_stream_metadata("user-9", ExpectedRevision::Exact(Revision(99)), max_one),
+        Err(Error::WrongExpectedRevision { .. })
+    ));
+    assert!(deleted(store.stream_metadata("user-9").map(|_| ())));
+    assert!(deleted(
+        store
+            .read_stream("user-9", Revision(0), Direction::Forwards, 9)
+            .map(|_| ())
+    ));
+    let meta_events = store
+        .read_stream("$$user-9", Revision(0), Direction::Forwards, 100)
+        .unwrap();
+    assert_eq!(meta_events.len(), meta_before + 1);
+    assert_eq!(meta_events.last().unwrap().position, set.last_position);
+
     // Whole-log reads show the tombstone and nothing else of the stream.
     let all = store
         .read_all(Position(0), Direction::Forwards, 100, &Filter::default())

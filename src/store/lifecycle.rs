@@ -10,7 +10,8 @@
 //!   `$$S` ← the previous metadata with `$tb` = the old last revision + 1, so `S` comes back
 //!   with only the new events and its revisions continue;
 //! - a tombstone writes a `$streamDeleted` event into `S` itself (the stream's last event, for
-//!   good): every later append, metadata change, delete or read of `S` is `StreamDeleted`.
+//!   good): every later append, delete or read of `S` is `StreamDeleted` (new metadata is still
+//!   recorded in `$$S`, its own stream, and changes nothing).
 //!
 //! Reads apply the rules at once; `compact` removes the hidden events from disk later. The
 //! store holds the current state of every stream that has metadata or a tombstone in memory
@@ -481,8 +482,9 @@ impl Store {
         })
     }
 
-    /// Tombstones `stream`: deleted for good. Every later read, append, metadata change or
-    /// delete of it is `StreamDeleted`, and the name cannot be used again. Writes a
+    /// Tombstones `stream`: deleted for good. Every later read, append or delete of it is
+    /// `StreamDeleted` (new metadata is recorded and changes nothing), and the name cannot be
+    /// used again. Writes a
     /// `$streamDeleted` event as the stream's last event (the only one of the stream whole-log
     /// reads still show) and removes the stream's snapshots. Returns its position. `Any` works
     /// on a stream that never existed, reserving the name.

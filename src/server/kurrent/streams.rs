@@ -529,11 +529,10 @@ impl StreamsService {
                 (Target::Stream { name }, 0, next)
             }
             None => {
-                let last = self.shared.store.last_position().0;
                 let after = match from {
                     From::Start => 0,
-                    From::End => last,
-                    From::At(p) => p.min(last.max(p)),
+                    From::End => self.shared.store.last_position().0,
+                    From::At(p) => p,
                 };
                 let target = Target::All {
                     filter: filter.filter,
