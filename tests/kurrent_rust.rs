@@ -228,6 +228,10 @@ fn assert_events(actual: &[RecordedEvent], want: &[&Want]) {
     }
 }
 
+fn reversed<'a>(v: &[&'a Want]) -> Vec<&'a Want> {
+    v.iter().rev().copied().collect()
+}
+
 fn options(state: StreamState) -> AppendToStreamOptions {
     AppendToStreamOptions::default().stream_state(state)
 }
@@ -358,7 +362,11 @@ fn assert_delete_wrong_version<T: std::fmt::Debug>(
     );
     match r {
         Err(Error::Grpc { code, message }) => {
-            assert_eq!(code, tonic::Code::FailedPrecondition, "code ({message})");
+            assert_eq!(
+                code as i32,
+                tonic::Code::FailedPrecondition as i32,
+                "code ({message})"
+            );
             assert_eq!(message, text);
         }
         other => panic!("expected FAILED_PRECONDITION '{text}', got {other:?}"),
@@ -407,7 +415,7 @@ async fn until_caught_up(sub: &mut Subscription) -> Received {
     }
 }
 
-/// Reads messages until `n` events have arrived (recording checkpoints on the way).
+/// Reads messages until `n` events have arrived (recording checkpoints on the way, in `into`).
 async fn next_events(sub: &mut Subscription, n: usize, into: &mut Received) -> Vec<RecordedEvent> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -422,7 +430,6 @@ async fn next_events(sub: &mut Subscription, n: usize, into: &mut Received) -> V
             Err(e) => panic!("subscription failed while live: {e:?}"),
         }
     }
-    into.events.extend(out.iter().cloned());
     out
 }
 
@@ -684,6 +691,9 @@ async fn idempotent_retries_return_the_original_result() {
         (0..3).map(id).collect::<Vec<_>>()
     );
     assert_eq!(revisions(c, "cart-1").await, (0..8).collect::<Vec<_>>());
+    // And the whole log holds each event once.
+    let all = read_all(c, &ReadAllOptions::default()).await.expect("$all");
+    assert_eq!(all.len(), 8 + 3, "{all:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,7 +800,6 @@ async fn read_all_both_ways() {
         want.push(put(c, &stream, e).await);
     }
     let w: Vec<&Want> = want.iter().collect();
-    let rev = |v: &[&Want]| v.iter().rev().copied().collect::<Vec<_>>();
 
     let fw = ReadAllOptions::default();
     let got = read_all(c, &fw).await.expect("forwards from the start");
@@ -815,16 +824,16 @@ async fn read_all_both_ways() {
     let got = read_all(c, &fw.clone().position(pos(w[3].position)).backwards())
         .await
         .expect("backwards from P");
-    assert_events(&got, &rev(&w[..3]));
+    assert_events(&got, &reversed(&w[..3]));
 
     let got = read_all(c, &fw.clone().position(StreamPosition::End))
         .await
         .expect("backwards from the end");
-    assert_events(&got, &rev(&w));
+    assert_events(&got, &reversed(&w));
     let got = read_all(c, &fw.clone().position(StreamPosition::End).max_count(2))
         .await
         .expect("backwards from the end, max 2");
-    assert_events(&got, &rev(&w[7..]));
+    assert_events(&got, &reversed(&w[7..]));
 
     // Forwards from the end and backwards from the start: nothing.
     let got = read_all(c, &fw.clone().position(StreamPosition::End).forwards())
@@ -1091,18 +1100,29 @@ async fn stream_subscription_catches_up_then_goes_live() {
 async fn filtered_all_subscription_checkpoints_and_goes_live() {
     let fx = start().await;
     let c = &fx.client;
-    let mut orders = Vec::new();
-    let mut last = 0;
-    for i in 0..60u64 {
-        last = put(
+    // 60 filtered-out events in appends of 10, three order events among them.
+    let noise = async |chunk: u64, n: u64| {
+        let batch: Vec<Proposed> = (0..n)
+            .map(|k| Proposed::json(1000 + chunk * 10 + k, "Noise"))
+            .collect();
+        append(
             c,
-            &format!("noise-{}", i % 3),
-            Proposed::json(1000 + i, "Noise"),
+            &format!("noise-{}", chunk % 3),
+            StreamState::Any,
+            &batch.iter().collect::<Vec<_>>(),
         )
         .await
-        .position;
-        if [10, 25, 40].contains(&i) {
-            orders.push(put(c, &format!("order-{i}"), Proposed::json(i, "OrderPlaced")).await);
+        .expect("noise")
+        .position
+        .commit
+    };
+    let mut orders = Vec::new();
+    let mut last = 0;
+    for chunk in 0..6u64 {
+        last = noise(chunk, 10).await;
+        if [1, 2, 4].contains(&chunk) {
+            let order = Proposed::json(chunk, "OrderPlaced");
+            orders.push(put(c, &format!("order-{chunk}"), order).await);
         }
     }
     let end_of_history = last;
@@ -1134,11 +1154,9 @@ async fn filtered_all_subscription_checkpoints_and_goes_live() {
         got.checkpoints
     );
 
-    // Live: 25 filtered-out events, then a matching one.
-    for i in 0..25u64 {
-        last = put(c, "noise-live", Proposed::json(2000 + i, "Noise"))
-            .await
-            .position;
+    // Live: 25 filtered-out events (in appends of 5), then a matching one.
+    for chunk in 10..15u64 {
+        last = noise(chunk, 5).await;
     }
     let live = put(c, "order-live", Proposed::json(3000, "OrderPlaced")).await;
     let got_live = next_events(&mut sub, 1, &mut got).await;
@@ -1179,7 +1197,7 @@ async fn filtered_all_subscription_checkpoints_and_goes_live() {
     );
 
     // Nothing duplicated: the next event is the next matching one written.
-    put(c, "noise-live", Proposed::json(4000, "Noise")).await;
+    noise(20, 1).await;
     let sentinel = put(c, "order-sentinel", Proposed::json(4001, "OrderPlaced")).await;
     let next = next_events(&mut sub, 1, &mut got).await;
     assert_events(&next, &[&sentinel]);
@@ -1249,6 +1267,107 @@ async fn all_subscription_from_a_position_or_the_end() {
     assert_events(&live, &[&n1, &n3]);
 }
 
+/// Events of a subscription until the one with id `last` (inclusive), whatever else comes.
+async fn events_until(sub: &mut Subscription, last: Uuid) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    loop {
+        match sub_next(sub, "events up to the last one written").await {
+            Ok(SubscriptionEvent::EventAppeared(e)) => {
+                let e = e.event.expect("event");
+                let done = e.id == last;
+                out.push(e);
+                if done {
+                    return out;
+                }
+            }
+            Ok(SubscriptionEvent::FellBehind(f)) => {
+                panic!("fell_behind must not be sent to clients: {f:?}")
+            }
+            Ok(SubscriptionEvent::Confirmed(_)) => panic!("a second confirmation"),
+            Ok(_) => {}
+            Err(e) => panic!("subscription failed: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_go_live_without_gap_or_duplicate_under_writes() {
+    let fx = start().await;
+    let c = &fx.client;
+    let stream_of = |i: u64| format!("race-{}", i % 4);
+    // History: 30 events in each of race-0..3 (ids 0..120).
+    for s in 0..4u64 {
+        let batch: Vec<Proposed> = (s * 30..s * 30 + 30)
+            .map(|i| Proposed::json(i, "Before"))
+            .collect();
+        append(
+            c,
+            &format!("race-{s}"),
+            StreamState::NoStream,
+            &batch.iter().collect::<Vec<_>>(),
+        )
+        .await
+        .expect("history");
+    }
+    // Appends keep coming (one event each, ids 120..170) while the subscriptions catch up and
+    // switch to live.
+    let writer = tokio::spawn({
+        let c = c.clone();
+        async move {
+            for i in 120..170 {
+                put(&c, &stream_of(i), Proposed::json(i, "During")).await;
+            }
+        }
+    });
+    let mut all = c.subscribe_to_all(&SubscribeToAllOptions::default()).await;
+    let mut one = c
+        .subscribe_to_stream(
+            "race-1",
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::Start),
+        )
+        .await;
+    expect_confirmed(&mut all).await;
+    expect_confirmed(&mut one).await;
+    // The last event written is 169, in race-1.
+    let got_all = events_until(&mut all, id(169)).await;
+    let got_one = events_until(&mut one, id(169)).await;
+    within("the writer", writer).await.expect("writer task");
+
+    let log = read_all(c, &ReadAllOptions::default()).await.expect("$all");
+    assert_eq!(log.len(), 170);
+    let key = |e: &RecordedEvent| {
+        (
+            e.stream_id().to_string(),
+            e.revision,
+            e.position.commit,
+            e.id,
+        )
+    };
+    assert_eq!(
+        got_all.iter().map(key).collect::<Vec<_>>(),
+        log.iter().map(key).collect::<Vec<_>>(),
+        "the $all subscription delivers the log exactly once, in order"
+    );
+    let race_1: Vec<_> = log
+        .iter()
+        .filter(|e| e.stream_id() == "race-1")
+        .map(key)
+        .collect();
+    assert_eq!(
+        got_one.iter().map(key).collect::<Vec<_>>(),
+        race_1,
+        "the stream subscription delivers the stream exactly once, in order"
+    );
+    assert_revisions(&got_one, &(0..43).collect::<Vec<_>>());
+
+    // Nothing more is pending: the next event of each is the next one written.
+    let sentinel = put(c, "race-1", Proposed::json(1000, "After")).await;
+    for sub in [&mut all, &mut one] {
+        let next = next_events(sub, 1, &mut Received::default()).await;
+        assert_events(&next, &[&sentinel]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Stream metadata
 // ---------------------------------------------------------------------------------------------
@@ -1314,7 +1433,28 @@ async fn stream_metadata_round_trips_and_rules_reads() {
         .await
         .expect("set the second metadata");
     assert_eq!(r.next_expected_version, 1);
-    // The metadata is the newest version, as `get_stream_metadata` reads it.
+    // A metadata stream keeps only its newest event in view (KurrentDB's metastream
+    // `$maxCount` of 1), whichever way it is read.
+    let meta = read_stream(c, "$$meta-1", &ReadStreamOptions::default())
+        .await
+        .expect("read $$meta-1 forwards");
+    assert_eq!(
+        meta.iter()
+            .map(|e| (e.revision, e.event_type.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "$metadata")],
+        "$$meta-1 read forwards from the start"
+    );
+    let meta = read_stream(
+        c,
+        "$$meta-1",
+        &ReadStreamOptions::default().position(StreamPosition::End),
+    )
+    .await
+    .expect("read $$meta-1 backwards");
+    assert_revisions(&meta, &[1]);
+    // The metadata is the newest version, as `get_stream_metadata` reads it (forwards from
+    // the start, taking the first event).
     let (version, read) = metadata_of(get_metadata(c, "meta-1").await.expect("get"));
     assert_eq!(version, 1, "the newest version of the metadata");
     assert_eq!(read, second);
@@ -1389,9 +1529,15 @@ async fn soft_delete_then_revive() {
         .await,
         "read backwards after delete",
     );
-    // The delete is `$tb` = i64::MAX in the metadata.
+    // The delete writes `{"$tb": i64::MAX}`, replacing the previous metadata.
     let (_, md) = metadata_of(get_metadata(c, "del-1").await.expect("get after delete"));
-    assert_eq!(md.truncate_before, Some(TOMBSTONE_REVISION), "{md:?}");
+    assert_eq!(
+        md,
+        StreamMetadata {
+            truncate_before: Some(TOMBSTONE_REVISION),
+            ..StreamMetadata::default()
+        }
+    );
     // The stream's last revision is unchanged: the same delete again succeeds.
     delete(c, "del-1", StreamState::StreamRevision(2))
         .await
@@ -1426,13 +1572,14 @@ async fn soft_delete_then_revive() {
     assert_events(&events, &[&revived]);
     let live = next_events(&mut sub, 1, &mut Received::default()).await;
     assert_events(&live, &[&revived]);
-    // The metadata is the previous one with `$tb` = old last + 1.
+    // The metadata is the previous one (the delete's) with `$tb` = old last + 1.
     let (_, md) = metadata_of(get_metadata(c, "del-1").await.expect("get after revival"));
-    assert_eq!(md.truncate_before, Some(3), "{md:?}");
     assert_eq!(
-        md.custom_properties.get("keep"),
-        Some(&json!(true)),
-        "{md:?}"
+        md,
+        StreamMetadata {
+            truncate_before: Some(3),
+            ..StreamMetadata::default()
+        }
     );
     let all = read_all(c, &ReadAllOptions::default()).await.expect("$all");
     assert_eq!(
@@ -1557,11 +1704,16 @@ async fn tombstone_is_for_good() {
     }
     assert_deleted(delete(c, "tomb-1", StreamState::Any).await, "delete");
     assert_deleted(tombstone(c, "tomb-1", StreamState::Any).await, "tombstone");
-    // Its metadata stream reads as deleted too.
+    // Its metadata stream reads as deleted too (the client shows that as `Deleted` when the
+    // error follows the response headers, as the error itself when it comes at once).
     match get_metadata(c, "tomb-1").await {
-        Ok(StreamMetadataResult::Deleted) => {}
+        Ok(StreamMetadataResult::Deleted) | Err(Error::ResourceDeleted) => {}
         other => panic!("metadata of a tombstoned stream: expected Deleted, got {other:?}"),
     }
+    assert_deleted(
+        read_stream(c, "$$tomb-1", &ReadStreamOptions::default()).await,
+        "read $$tomb-1",
+    );
     // Setting metadata is still allowed, with the metadata stream's exact revision and with
     // any.
     let r = set_metadata(
@@ -1958,6 +2110,10 @@ async fn batch_append() {
         })
         .collect();
     assert_events(&events, &want.iter().collect::<Vec<_>>());
+    assert!(
+        events.windows(2).all(|w| w[0].position < w[1].position),
+        "positions increase: {events:?}"
+    );
 
     // A wrong expected version: the batch's error status (the client closes the session
     // after it).
@@ -1968,12 +2124,33 @@ async fn batch_append() {
     .await
     {
         Err(Error::Grpc { code, message }) => {
-            assert_eq!(code, tonic::Code::AlreadyExists, "{message}");
+            assert_eq!(code as i32, tonic::Code::AlreadyExists as i32, "{message}");
             assert_eq!(message, "WrongExpectedVersion");
         }
         other => panic!("expected the WrongExpectedVersion status, got {other:?}"),
     }
     assert_eq!(revisions(c, "batch-1").await, [0, 1, 2, 3]);
+
+    // A tombstoned stream: the batch's StreamDeleted status (on a new session: the client
+    // closed the first after its error).
+    tombstone(c, "batch-dead", StreamState::Any)
+        .await
+        .expect("tombstone");
+    let batch = within("open a batch append", c.batch_append(&Default::default()))
+        .await
+        .expect("a second batch session");
+    match within(
+        "a batch to a tombstoned stream",
+        batch.append_to_stream("batch-dead", StreamState::Any, data(&[7])),
+    )
+    .await
+    {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(code as i32, tonic::Code::NotFound as i32, "{message}");
+            assert_eq!(message, "StreamDeleted");
+        }
+        other => panic!("expected the StreamDeleted status, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

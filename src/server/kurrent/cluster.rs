@@ -1,6 +1,9 @@
 //! The small services clients call around the streams: Gossip (this node is the one leader),
-//! ServerFeatures (what is served, so clients enable batch append), and
-//! PersistentSubscriptions, whose List says "none exist" until persistent subscriptions do.
+//! ServerFeatures (what is served, so clients enable batch append), and the read-only
+//! management calls of PersistentSubscriptions, which say "none exist" until persistent
+//! subscriptions do. (The Rust client uses gRPC for List only when all four management
+//! methods are advertised; otherwise it falls back to HTTP/1.1, which this port does not
+//! speak.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,6 +73,18 @@ const SERVED: &[(&str, &str)] = &[
         "event_store.client.persistent_subscriptions.persistentsubscriptions",
         "list",
     ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "getinfo",
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "replayparked",
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "restartsubsystem",
+    ),
 ];
 
 #[tonic::async_trait]
@@ -100,5 +115,41 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
     /// No persistent subscription can exist yet: NOT_FOUND, which clients read as an empty list.
     async fn list(&self, _request: Request<ps::ListReq>) -> Result<Response<ps::ListResp>, Status> {
         Err(Status::not_found("Subscriptions not found"))
+    }
+
+    async fn get_info(
+        &self,
+        request: Request<ps::GetInfoReq>,
+    ) -> Result<Response<ps::GetInfoResp>, Status> {
+        let group = request
+            .into_inner()
+            .options
+            .map(|o| o.group_name)
+            .unwrap_or_default();
+        Err(Status::not_found(format!(
+            "Subscription group '{group}' does not exist."
+        )))
+    }
+
+    async fn replay_parked(
+        &self,
+        request: Request<ps::ReplayParkedReq>,
+    ) -> Result<Response<ps::ReplayParkedResp>, Status> {
+        let group = request
+            .into_inner()
+            .options
+            .map(|o| o.group_name)
+            .unwrap_or_default();
+        Err(Status::not_found(format!(
+            "Subscription group '{group}' does not exist."
+        )))
+    }
+
+    /// There is no subsystem state to restart while no persistent subscription can exist.
+    async fn restart_subsystem(
+        &self,
+        _request: Request<shared::Empty>,
+    ) -> Result<Response<shared::Empty>, Status> {
+        Ok(Response::new(shared::Empty {}))
     }
 }

@@ -343,11 +343,27 @@ impl StreamsService {
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         let store = Arc::clone(&self.shared.store);
         let page = self.page();
-        let mut next = match (from, direction) {
-            (From::Start, _) => 0,
-            (From::End, _) => u64::MAX,
-            (From::At(r), _) => r,
+        let mut next = match from {
+            From::Start => 0,
+            From::End => u64::MAX,
+            From::At(r) => r,
         };
+        let mut count = count;
+        // A metadata stream has a max count of 1 in KurrentDB: reads see only the current
+        // version (clients read `$$S` forwards from the start and take the first event). The
+        // engine keeps every version, as history.
+        if stream.starts_with(METADATA_STREAM_PREFIX)
+            && let Ok(Some(Revision(last))) = self.shared.store.stream_revision(&stream)
+        {
+            match direction {
+                Direction::Forwards => next = next.max(last),
+                Direction::Backwards if next >= last => {
+                    next = last;
+                    count = count.min(1);
+                }
+                Direction::Backwards => count = 0,
+            }
+        }
         tokio::spawn(async move {
             let mut left = count;
             let mut first = true;
