@@ -121,28 +121,18 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
         &self,
         request: Request<ps::GetInfoReq>,
     ) -> Result<Response<ps::GetInfoResp>, Status> {
-        let group = request
-            .into_inner()
-            .options
-            .map(|o| o.group_name)
-            .unwrap_or_default();
-        Err(Status::not_found(format!(
-            "Subscription group '{group}' does not exist."
-        )))
+        Err(no_such_group(
+            request.into_inner().options.map(|o| o.group_name),
+        ))
     }
 
     async fn replay_parked(
         &self,
         request: Request<ps::ReplayParkedReq>,
     ) -> Result<Response<ps::ReplayParkedResp>, Status> {
-        let group = request
-            .into_inner()
-            .options
-            .map(|o| o.group_name)
-            .unwrap_or_default();
-        Err(Status::not_found(format!(
-            "Subscription group '{group}' does not exist."
-        )))
+        Err(no_such_group(
+            request.into_inner().options.map(|o| o.group_name),
+        ))
     }
 
     /// There is no subsystem state to restart while no persistent subscription can exist.
@@ -152,4 +142,9 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
     ) -> Result<Response<shared::Empty>, Status> {
         Ok(Response::new(shared::Empty {}))
     }
+}
+
+fn no_such_group(group: Option<String>) -> Status {
+    let group = group.unwrap_or_default();
+    Status::not_found(format!("Subscription group '{group}' does not exist."))
 }

@@ -316,7 +316,32 @@ fn stream_not_found(stream: &str) -> wire::ReadResp {
     }
 }
 
+/// A soft delete or a tombstone.
+enum Removal {
+    Delete,
+    Tombstone,
+}
+
 impl StreamsService {
+    /// Deletes or tombstones a stream; the position of the record written.
+    async fn remove(
+        &self,
+        stream: Option<super::proto::event_store::client::StreamIdentifier>,
+        expected: ExpectedRevision,
+        removal: Removal,
+    ) -> Result<u64, Status> {
+        let stream = convert::stream_name(stream)?;
+        let store = Arc::clone(&self.shared.store);
+        let name = stream.clone();
+        blocking(move || match removal {
+            Removal::Delete => store.delete_stream(&name, expected),
+            Removal::Tombstone => store.tombstone_stream(&name, expected),
+        })
+        .await
+        .map(|p| p.0)
+        .map_err(|e| delete_error(&stream, expected, &e))
+    }
+
     fn page(&self) -> u64 {
         self.shared.config.read_page_events
     }
@@ -770,24 +795,21 @@ impl Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| errors::invalid_argument("delete options are required"))?;
-        let stream = convert::stream_name(options.stream_identifier)?;
         let expected = expected_revision!(
             options.expected_stream_revision,
             wire::delete_req::options::ExpectedStreamRevision
         );
-        let store = Arc::clone(&self.shared.store);
-        let name = stream.clone();
-        match blocking(move || store.delete_stream(&name, expected)).await {
-            Ok(p) => Ok(Response::new(wire::DeleteResp {
-                position_option: Some(wire::delete_resp::PositionOption::Position(
-                    wire::delete_resp::Position {
-                        commit_position: p.0,
-                        prepare_position: p.0,
-                    },
-                )),
-            })),
-            Err(e) => Err(delete_error(&stream, expected, &e)),
-        }
+        let p = self
+            .remove(options.stream_identifier, expected, Removal::Delete)
+            .await?;
+        Ok(Response::new(wire::DeleteResp {
+            position_option: Some(wire::delete_resp::PositionOption::Position(
+                wire::delete_resp::Position {
+                    commit_position: p,
+                    prepare_position: p,
+                },
+            )),
+        }))
     }
 
     async fn tombstone(
@@ -798,24 +820,21 @@ impl Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| errors::invalid_argument("tombstone options are required"))?;
-        let stream = convert::stream_name(options.stream_identifier)?;
         let expected = expected_revision!(
             options.expected_stream_revision,
             wire::tombstone_req::options::ExpectedStreamRevision
         );
-        let store = Arc::clone(&self.shared.store);
-        let name = stream.clone();
-        match blocking(move || store.tombstone_stream(&name, expected)).await {
-            Ok(p) => Ok(Response::new(wire::TombstoneResp {
-                position_option: Some(wire::tombstone_resp::PositionOption::Position(
-                    wire::tombstone_resp::Position {
-                        commit_position: p.0,
-                        prepare_position: p.0,
-                    },
-                )),
-            })),
-            Err(e) => Err(delete_error(&stream, expected, &e)),
-        }
+        let p = self
+            .remove(options.stream_identifier, expected, Removal::Tombstone)
+            .await?;
+        Ok(Response::new(wire::TombstoneResp {
+            position_option: Some(wire::tombstone_resp::PositionOption::Position(
+                wire::tombstone_resp::Position {
+                    commit_position: p,
+                    prepare_position: p,
+                },
+            )),
+        }))
     }
 
     type BatchAppendStream = ReplyStream<wire::BatchAppendResp>;
