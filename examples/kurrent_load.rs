@@ -23,6 +23,17 @@
 //! The KurrentDB protocol sends one message per event where the native API sends a page of
 //! events per message, so the same workload is more messages here; that is part of what is
 //! measured.
+//!
+//! The client as shipped turns Nagle's algorithm on (hyper's `HttpConnector` sets
+//! `TCP_NODELAY=0`; `kurrentdb` 1.2 has no setting for it). A request is a HEADERS write then a
+//! DATA write, and the second waits for the server to acknowledge the first, which Linux delays
+//! by up to 40 ms: every call takes ~40-48 ms on loopback whatever it carries.
+//! `scripts/bench-kurrent.sh` also runs this tool with an `LD_PRELOAD` shim that keeps
+//! `TCP_NODELAY` on, to separate the adapter's own cost from that stall.
+//!
+//! The JSON line adds `api` and the measured window (`window_start_us`, `window_end_us`, µs
+//! since the epoch) to the fields of `statestore bench`, so a script can attribute the
+//! server's CPU time to the window.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +102,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 fn fail<T>(message: String) -> Result<T, Error> {
     Err(message.into())
 }
+
+/// Setup appends of the read mode in flight at once.
+const SETUP_IN_FLIGHT: usize = 32;
 
 /// run id, client, sequence, send time (µs since the epoch): as the native load tool.
 const HEADER_BYTES: usize = 32;
@@ -207,6 +221,8 @@ struct Outcome {
     latencies_us: Vec<u64>,
     sample: Vec<(Sent, Position)>,
     elapsed: Duration,
+    /// When the measured window started and ended (µs since the epoch).
+    window_us: (u64, u64),
 }
 
 impl Outcome {
@@ -225,6 +241,7 @@ async fn run_for(
     tasks: Vec<tokio::task::JoinHandle<Result<Outcome, Error>>>,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
+    let started_us = now_us();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let mut total = Outcome::default();
@@ -232,6 +249,7 @@ async fn run_for(
         total.merge(t.await.map_err(|e| format!("client task failed: {e}"))??);
     }
     total.elapsed = started.elapsed();
+    total.window_us = (started_us, now_us());
     Ok(total)
 }
 
@@ -242,6 +260,7 @@ struct Report {
     elapsed: Duration,
     latencies_us: Vec<u64>,
     verified: u64,
+    window_us: (u64, u64),
 }
 
 impl Report {
@@ -259,7 +278,7 @@ impl Report {
 
     fn json(&self, api: &str) -> String {
         format!(
-            "{{\"mode\":\"{:?}\",\"api\":\"{api}\",\"events\":{},\"requests\":{},\"elapsed_s\":{:.3},\"events_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"verified\":{}}}",
+            "{{\"mode\":\"{:?}\",\"api\":\"{api}\",\"events\":{},\"requests\":{},\"elapsed_s\":{:.3},\"events_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"verified\":{},\"window_start_us\":{},\"window_end_us\":{}}}",
             self.mode,
             self.events,
             self.requests,
@@ -270,6 +289,8 @@ impl Report {
             self.percentile_us(99.9),
             self.latencies_us.last().copied().unwrap_or(0),
             self.verified,
+            self.window_us.0,
+            self.window_us.1,
         )
         .to_lowercase()
     }
@@ -369,6 +390,7 @@ impl Bench {
             elapsed: out.elapsed,
             latencies_us: out.latencies_us,
             verified,
+            window_us: out.window_us,
         })
     }
 
@@ -427,20 +449,31 @@ impl Bench {
 
     async fn read(self) -> Result<Report, Error> {
         let bench = Arc::new(self);
-        // Write `batch` events to every stream, one request each.
+        // Write `batch` events to every stream, one request each (not measured). Up to
+        // SETUP_IN_FLIGHT at a time: the client's requests can each stall ~40 ms on
+        // Nagle's algorithm (see the top of the file), which one at a time would take minutes.
         let writer = connect(&bench.settings).await?;
         let mut written = std::collections::HashMap::new();
         let mut seq = 0;
+        let mut setup = tokio::task::JoinSet::new();
         for k in 0..bench.args.streams {
             let sent = bench.request(u32::MAX, &mut seq, bench.stream(k));
-            writer
-                .append_to_stream(
-                    sent.stream.as_str(),
-                    &AppendToStreamOptions::default(),
-                    sent.to_events(),
-                )
-                .await?;
+            let (writer, events) = (writer.clone(), sent.to_events());
+            let stream = sent.stream.clone();
+            setup.spawn(async move {
+                writer
+                    .append_to_stream(stream, &AppendToStreamOptions::default(), events)
+                    .await
+            });
             written.insert(sent.stream.clone(), sent);
+            if setup.len() >= SETUP_IN_FLIGHT
+                && let Some(done) = setup.join_next().await
+            {
+                done??;
+            }
+        }
+        while let Some(done) = setup.join_next().await {
+            done??;
         }
         let written = Arc::new(written);
         let stop = Arc::new(AtomicBool::new(false));
@@ -499,6 +532,7 @@ impl Bench {
             elapsed: total.elapsed,
             latencies_us: total.latencies_us,
             verified: total.events,
+            window_us: total.window_us,
         })
     }
 
@@ -518,6 +552,7 @@ impl Bench {
             None => 0,
         };
         let started = Instant::now();
+        let started_us = now_us();
         let mut sub = client
             .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start))
             .await;
@@ -562,6 +597,7 @@ impl Bench {
             elapsed,
             latencies_us: latencies,
             verified: events,
+            window_us: (started_us, now_us()),
         })
     }
 }
