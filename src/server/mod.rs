@@ -14,6 +14,7 @@
 mod convert;
 pub mod kurrent;
 mod live;
+mod quickack;
 mod service;
 pub mod status;
 mod subscribe;
@@ -205,9 +206,12 @@ pub async fn serve(
     let kurrent = kurrent::services(&shared, &advertised(&config, local));
     // The builder's TCP settings apply only to sockets it binds itself; set them here. Without
     // TCP_NODELAY, small responses wait on the peer's delayed ACK (40 ms stalls).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE));
+    let incoming = tokio_stream::StreamExt::map(
+        tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE)),
+        |accepted| accepted.map(quickack::QuickAck::new),
+    );
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
