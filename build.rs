@@ -23,10 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[PathBuf::from("proto/statestore/v1/statestore.proto")],
             &[PathBuf::from("proto"), include.clone()],
         )?;
+    // The protocol's string maps (event metadata) as BTreeMaps: three small entries per event
+    // are cheaper to build and encode without a hasher.
+    let mut kurrent = config();
+    kurrent.btree_map(["."]);
     tonic_prost_build::configure()
         .build_client(false)
         .compile_with_config(
-            config(),
+            kurrent,
             &[
                 "shared",
                 "status",

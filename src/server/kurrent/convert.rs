@@ -1,7 +1,7 @@
 //! Translation between the protocol's messages and the engine's types: ids, stream names,
 //! expected revisions, recorded events and filters.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -74,7 +74,7 @@ pub fn expected_version_number(expected: ExpectedRevision) -> i64 {
 /// metadata and data.
 pub fn proposed(
     id: Option<shared::Uuid>,
-    mut metadata: HashMap<String, String>,
+    mut metadata: BTreeMap<String, String>,
     custom_metadata: Bytes,
     data: Bytes,
 ) -> Result<EventData, Status> {
@@ -145,47 +145,78 @@ impl<'a> EventView<'a> {
             metadata: e.metadata.clone(),
         }
     }
+}
 
-    /// The `ReadResp` carrying this event.
-    pub fn into_read_resp(self, structured_ids: bool) -> wire::ReadResp {
-        let revision = if self.event_type == crate::TOMBSTONE_EVENT_TYPE {
+/// Builds `ReadResp`s for one reader: ids in the form it asked for, and one shared copy of the
+/// stream name for consecutive events of the same stream (every event of a stream read).
+pub struct Converter {
+    structured_ids: bool,
+    last_stream: Bytes,
+}
+
+impl Converter {
+    pub fn new(structured_ids: bool) -> Converter {
+        Converter {
+            structured_ids,
+            last_stream: Bytes::new(),
+        }
+    }
+
+    fn stream_name(&mut self, stream: &str) -> Bytes {
+        if self.last_stream.as_ref() != stream.as_bytes() {
+            self.last_stream = Bytes::copy_from_slice(stream.as_bytes());
+        }
+        self.last_stream.clone()
+    }
+
+    fn id(&self, id: Uuid) -> shared::Uuid {
+        if self.structured_ids {
+            return uuid_to_wire(id, true);
+        }
+        let mut buf = Uuid::encode_buffer();
+        let text = id.hyphenated().encode_lower(&mut buf);
+        shared::Uuid {
+            value: Some(shared::uuid::Value::String(text.to_owned())),
+        }
+    }
+
+    /// The `ReadResp` carrying one event.
+    pub fn read_resp(&mut self, e: EventView<'_>) -> wire::ReadResp {
+        let revision = if e.event_type == crate::TOMBSTONE_EVENT_TYPE {
             TOMBSTONE_REVISION
         } else {
-            self.revision
+            e.revision
         };
-        let metadata = HashMap::from([
-            ("type".to_string(), self.event_type.to_string()),
+        let content_type = match e.content_type {
+            ContentType::Json => JSON,
+            ContentType::Binary => OCTET_STREAM,
+        };
+        let metadata = BTreeMap::from([
+            ("type".to_string(), e.event_type.to_string()),
             // 100 ns ticks since the Unix epoch.
             (
                 "created".to_string(),
-                self.timestamp_us.saturating_mul(10).to_string(),
+                e.timestamp_us.saturating_mul(10).to_string(),
             ),
-            (
-                "content-type".to_string(),
-                match self.content_type {
-                    ContentType::Json => JSON,
-                    ContentType::Binary => OCTET_STREAM,
-                }
-                .to_string(),
-            ),
+            ("content-type".to_string(), content_type.to_string()),
         ]);
         let event = read_resp::read_event::RecordedEvent {
-            id: Some(uuid_to_wire(self.id, structured_ids)),
-            stream_identifier: Some(stream_identifier(self.stream)),
+            id: Some(self.id(e.id)),
+            stream_identifier: Some(shared::StreamIdentifier {
+                stream_name: self.stream_name(e.stream),
+            }),
             stream_revision: revision,
-            prepare_position: self.position,
-            commit_position: self.position,
+            prepare_position: e.position,
+            commit_position: e.position,
             metadata,
-            custom_metadata: self.metadata,
-            data: self.data,
+            custom_metadata: e.metadata,
+            data: e.data,
         };
         wire::ReadResp {
             content: Some(read_resp::Content::Event(read_resp::ReadEvent {
                 event: Some(event),
                 link: None,
-                position: Some(read_resp::read_event::Position::CommitPosition(
-                    self.position,
-                )),
+                position: Some(read_resp::read_event::Position::CommitPosition(e.position)),
             })),
         }
     }

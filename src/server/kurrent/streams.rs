@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -35,8 +36,8 @@ use crate::{METADATA_STREAM_PREFIX, StreamMetadata};
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Messages a reader may have in flight between its task and its connection.
-const READ_BUFFER: usize = 256;
+/// Pages a reader may have in flight between its task and its connection.
+const READ_BUFFER_PAGES: usize = 4;
 /// Batch append replies buffered for one connection.
 const BATCH_REPLY_BUFFER: usize = 64;
 
@@ -233,6 +234,39 @@ fn delete_error(stream: &str, expected: ExpectedRevision, error: &Error) -> Stat
     }
 }
 
+/// A reader task's pages, sent to the client one message per event (the protocol's shape).
+/// The task hands over whole pages, so the channel costs one send per page, not per event.
+struct Pages {
+    rx: mpsc::Receiver<Result<Vec<wire::ReadResp>, Status>>,
+    current: std::vec::IntoIter<wire::ReadResp>,
+}
+
+impl Pages {
+    fn new(rx: mpsc::Receiver<Result<Vec<wire::ReadResp>, Status>>) -> Pages {
+        Pages {
+            rx,
+            current: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Stream for Pages {
+    type Item = Result<wire::ReadResp, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(message) = self.current.next() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(Ok(page)) => self.current = page.into_iter(),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
 /// Where a read starts.
 enum From {
     Start,
@@ -261,9 +295,10 @@ impl Feed for KurrentFeed {
     type Item = wire::ReadResp;
 
     fn events(&self, events: Vec<native::RecordedEvent>, _budget: usize) -> Vec<wire::ReadResp> {
+        let mut convert = convert::Converter::new(self.structured_ids);
         events
             .iter()
-            .map(|e| EventView::of_native(e).into_read_resp(self.structured_ids))
+            .map(|e| convert.read_resp(EventView::of_native(e)))
             .collect()
     }
 
@@ -363,9 +398,9 @@ impl StreamsService {
         direction: Direction,
         count: u64,
         structured: bool,
-    ) -> Result<ReceiverStream<Result<wire::ReadResp, Status>>, Status> {
+    ) -> Result<Pages, Status> {
         self.check_metadata_stream(&stream)?;
-        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
         let store = Arc::clone(&self.shared.store);
         let page = self.page();
         let mut next = match from {
@@ -399,9 +434,10 @@ impl StreamsService {
                 let read = tokio::task::spawn_blocking(move || {
                     let events = store.read_stream(&name, Revision(next), direction, want)?;
                     let last = events.last().map(|e| e.revision.0);
+                    let mut convert = convert::Converter::new(structured);
                     let messages: Vec<_> = events
                         .iter()
-                        .map(|e| EventView::of_engine(e).into_read_resp(structured))
+                        .map(|e| convert.read_resp(EventView::of_engine(e)))
                         .collect();
                     Ok::<_, Error>((messages, last))
                 })
@@ -410,7 +446,7 @@ impl StreamsService {
                     Ok(Ok(page)) => page,
                     Ok(Err(Error::StreamNotFound { .. })) => {
                         if first {
-                            let _ = tx.send(Ok(stream_not_found(&stream))).await;
+                            let _ = tx.send(Ok(vec![stream_not_found(&stream)])).await;
                         }
                         return;
                     }
@@ -427,10 +463,8 @@ impl StreamsService {
                 };
                 first = false;
                 let n = messages.len() as u64;
-                for m in messages {
-                    if tx.send(Ok(m)).await.is_err() {
-                        return;
-                    }
+                if tx.send(Ok(messages)).await.is_err() {
+                    return;
                 }
                 left -= n;
                 let Some(last) = last else { return };
@@ -444,7 +478,7 @@ impl StreamsService {
                 };
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(Pages::new(rx))
     }
 
     fn read_all(
@@ -454,8 +488,8 @@ impl StreamsService {
         count: u64,
         filter: convert::WireFilter,
         structured: bool,
-    ) -> ReceiverStream<Result<wire::ReadResp, Status>> {
-        let (tx, rx) = mpsc::channel(READ_BUFFER);
+    ) -> Pages {
+        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
         let store = Arc::clone(&self.shared.store);
         let page = self.page();
         // Forwards from P includes P; backwards from P excludes it.
@@ -483,6 +517,7 @@ impl StreamsService {
                 let f = Arc::clone(&filter);
                 let read = tokio::task::spawn_blocking(move || {
                     let slice = store.read_all(Position(next), direction, want, &f.filter)?;
+                    let mut convert = convert::Converter::new(structured);
                     let messages: Vec<_> = slice
                         .events
                         .iter()
@@ -491,12 +526,12 @@ impl StreamsService {
                                 .as_ref()
                                 .is_none_or(|m| m.matches(e.stream(), e.event_type()))
                         })
-                        .map(|e| EventView::of_engine(e).into_read_resp(structured))
+                        .map(|e| convert.read_resp(EventView::of_engine(e)))
                         .collect();
                     Ok::<_, Error>((messages, slice.scanned_to.0, slice.end_of_log))
                 })
                 .await;
-                let (messages, scanned_to, end) = match read {
+                let (mut messages, scanned_to, end) = match read {
                     Ok(Ok(page)) => page,
                     Ok(Err(e)) => {
                         let _ = tx.send(Err(errors::from_engine(&e))).await;
@@ -512,10 +547,9 @@ impl StreamsService {
                 // Only the matching events count towards `count`; what a filter drops was
                 // scanned and is not read again.
                 let n = (messages.len() as u64).min(left);
-                for m in messages.into_iter().take(n as usize) {
-                    if tx.send(Ok(m)).await.is_err() {
-                        return;
-                    }
+                messages.truncate(n as usize);
+                if tx.send(Ok(messages)).await.is_err() {
+                    return;
                 }
                 left -= n;
                 if end {
@@ -528,7 +562,7 @@ impl StreamsService {
                 };
             }
         });
-        ReceiverStream::new(rx)
+        Pages::new(rx)
     }
 
     fn subscribe(
