@@ -9,13 +9,14 @@
 # round, on fresh streams each time (every run has its own run id):
 #   native       `statestore bench`                       (tonic client, TCP_NODELAY on)
 #   kurrent      `examples/kurrent_load`, official `kurrentdb` client as shipped
-#   kurrent-nd   the same with an LD_PRELOAD shim that keeps TCP_NODELAY on (the client as
-#                shipped sets it off, and each request then waits ~40 ms for the server's
-#                delayed ACK); this isolates the adapter's own cost. Needs a C compiler;
-#                skipped without one.
+#   kurrent-nd   the same with an LD_PRELOAD shim that keeps TCP_NODELAY on. The client as
+#                shipped turns it off; before the server re-armed TCP_QUICKACK (360816f) each
+#                call then waited ~40 ms for the server's delayed ACK. Since then the two
+#                variants should agree. Needs a C compiler; skipped without one.
 # For each run it records the load average, throughput, latency, and the CPU time of the server
 # and of the load tool during the measured window (both sampled from /proc/PID/stat every
-# 0.1 s), per event; the server's without its index-checkpoint and pre-allocation threads. Server and load tool share the machine's CPUs, so both bound throughput.
+# 0.1 s), per event; the server's without its index-checkpoint and pre-allocation threads.
+# Server and load tool share the machine's CPUs, so both bound throughput.
 # Prints every run, then per workload and variant the medians and the ratios to native:
 # cost = native ev/s / variant ev/s (above 1: slower), srv/ev = server CPU per event / native's.
 #
@@ -29,6 +30,8 @@
 #   SERVER_PRELOAD  an LD_PRELOAD for the server (diagnostics, e.g. a TCP_QUICKACK shim)
 #   VARIANTS    which of "native kurrent kurrent-nd" to run (all)
 #   NO_BUILD=1  skip the cargo build
+#   STATESTORE_BIN, KURRENT_LOAD_BIN  the binaries (default: target/release); the script runs
+#               copies of them
 #   KEEP=1      keep the temp directory (data, logs, raw results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +42,8 @@ streams=${STREAMS:-1000}
 event_bytes=${EVENT_BYTES:-100}
 port=${PORT:-2913}
 variants=${VARIANTS:-"native kurrent kurrent-nd"}
-bin=target/release/statestore
-load=target/release/examples/kurrent_load
+bin=${STATESTORE_BIN:-target/release/statestore}
+load=${KURRENT_LOAD_BIN:-target/release/examples/kurrent_load}
 
 if [[ -z ${NO_BUILD:-} ]]; then
   cargo build --release --examples >&2
@@ -57,6 +60,14 @@ cleanup() {
   if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; else echo "kept $work" >&2; fi
 }
 trap cleanup EXIT
+# Run copies, so a rebuild in the shared target directory cannot swap a binary mid-run.
+cp "$bin" "$work/statestore"
+cp "$load" "$work/kurrent_load"
+commit=$(git rev-parse --short HEAD 2> /dev/null || echo '?')
+git diff --quiet HEAD -- src build.rs Cargo.toml 2> /dev/null || commit+=' + uncommitted changes'
+echo "statestore: $commit, built $(date -r "$bin" +%T)"
+bin=$work/statestore
+load=$work/kurrent_load
 
 # The TCP_NODELAY shim: forces TCP_NODELAY=1 on connect and whenever the program sets it.
 shim=''
