@@ -44,13 +44,33 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// A request exceeds a configured limit.
-    #[error("{what} is {actual}, over the limit of {limit}")]
+    /// A request exceeds a configured limit. `what` names the limit; callers match on it.
+    #[error("{} is {actual}, over the limit of {limit}", what.describe())]
     LimitExceeded {
-        what: &'static str,
+        what: Limit,
         limit: u64,
         actual: u64,
     },
+
+    /// The caller gave no credentials where they are needed, or bad ones.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+
+    /// The caller may not do this to this stream.
+    #[error("access denied: '{principal}' may not {access} stream '{stream}'")]
+    PermissionDenied {
+        principal: String,
+        /// The ACL verb: `read`, `write`, `delete`, `metadata read`, `metadata write`, or
+        /// `administer`.
+        access: &'static str,
+        stream: String,
+    },
+
+    /// A task of the server failed (it panicked); the request may or may not have taken
+    /// effect only if it was an append whose answer was lost, which the caller learns by
+    /// retrying with the same event ids.
+    #[error("internal error: {0}")]
+    Internal(String),
 
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
@@ -84,6 +104,133 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The limits a request can exceed. Front-ends choose their status by variant
+/// ([`Limit::is_size`]), and the wire names ([`Limit::name`]) are stable: clients may match
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Bytes of a stream name.
+    StreamNameBytes,
+    /// Bytes of a stream's metadata stream name (`$$` + the name).
+    MetadataStreamNameBytes,
+    /// Bytes of an event type.
+    EventTypeBytes,
+    /// Bytes of a snapshot's schema tag.
+    SnapshotSchemaBytes,
+    /// Bytes of one event's data and metadata.
+    EventBytes,
+    /// Encoded bytes of one append (every event of every stream).
+    AppendBytes,
+    /// Events in one append.
+    AppendEvents,
+    /// Streams in one multi-stream append.
+    AppendStreams,
+    /// Encoded bytes of one commit, with a record the store adds to it.
+    CommitBytes,
+    /// Bytes of one aggregate snapshot.
+    SnapshotBytes,
+    /// Events asked for by one read.
+    ReadCount,
+    /// Bytes of a stream's metadata (as JSON).
+    MetadataBytes,
+    /// Bytes of one response message.
+    ResponseBytes,
+    /// Bytes of one request message.
+    RequestBytes,
+    /// Bytes of a filter's regular expression.
+    FilterRegexBytes,
+    /// Steps a regular expression filter may take in one call.
+    FilterRegexSteps,
+    /// Connections the server holds at once.
+    Connections,
+    /// Subscriptions the server holds at once.
+    Subscriptions,
+    /// Batch appends being received (not yet final) on one call.
+    PendingBatches,
+    /// Versions of stream metadata returned by one history read.
+    MetadataHistory,
+}
+
+impl Limit {
+    /// The limit's stable wire name (`append_bytes`), used in error details.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::StreamNameBytes => "stream_name_bytes",
+            Limit::MetadataStreamNameBytes => "metadata_stream_name_bytes",
+            Limit::EventTypeBytes => "event_type_bytes",
+            Limit::SnapshotSchemaBytes => "snapshot_schema_bytes",
+            Limit::EventBytes => "event_bytes",
+            Limit::AppendBytes => "append_bytes",
+            Limit::AppendEvents => "append_events",
+            Limit::AppendStreams => "append_streams",
+            Limit::CommitBytes => "commit_bytes",
+            Limit::SnapshotBytes => "snapshot_bytes",
+            Limit::ReadCount => "read_count",
+            Limit::MetadataBytes => "metadata_bytes",
+            Limit::ResponseBytes => "response_bytes",
+            Limit::RequestBytes => "request_bytes",
+            Limit::FilterRegexBytes => "filter_regex_bytes",
+            Limit::FilterRegexSteps => "filter_regex_steps",
+            Limit::Connections => "connections",
+            Limit::Subscriptions => "subscriptions",
+            Limit::PendingBatches => "pending_batches",
+            Limit::MetadataHistory => "metadata_history",
+        }
+    }
+
+    /// What the limit bounds, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Limit::StreamNameBytes => "stream name bytes",
+            Limit::MetadataStreamNameBytes => "stream name bytes (of its metadata stream)",
+            Limit::EventTypeBytes => "event type bytes",
+            Limit::SnapshotSchemaBytes => "snapshot schema bytes",
+            Limit::EventBytes => "event bytes (data + metadata)",
+            Limit::AppendBytes => "bytes in one append",
+            Limit::AppendEvents => "events in one append",
+            Limit::AppendStreams => "streams in one append",
+            Limit::CommitBytes => {
+                "bytes in one commit (with the record that brings the stream back)"
+            }
+            Limit::SnapshotBytes => "snapshot bytes",
+            Limit::ReadCount => "events per read",
+            Limit::MetadataBytes => "stream metadata bytes",
+            Limit::ResponseBytes => "response message bytes",
+            Limit::RequestBytes => "request message bytes",
+            Limit::FilterRegexBytes => "filter regular expression bytes",
+            Limit::FilterRegexSteps => "filter regular expression steps",
+            Limit::Connections => "open connections",
+            Limit::Subscriptions => "open subscriptions",
+            Limit::PendingBatches => "batch appends pending on one call",
+            Limit::MetadataHistory => "metadata versions per read",
+        }
+    }
+
+    /// True for limits on sizes and server resources (a client may retry smaller or later);
+    /// false for limits on counts and names, which make the request malformed.
+    pub fn is_size(self) -> bool {
+        !matches!(
+            self,
+            Limit::StreamNameBytes
+                | Limit::MetadataStreamNameBytes
+                | Limit::EventTypeBytes
+                | Limit::SnapshotSchemaBytes
+                | Limit::AppendEvents
+                | Limit::AppendStreams
+                | Limit::ReadCount
+                | Limit::FilterRegexBytes
+                | Limit::MetadataHistory
+        )
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The revision a stream actually had when an expected-revision check failed.

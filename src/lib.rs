@@ -27,10 +27,12 @@ mod index;
 mod lock;
 mod log;
 pub mod server;
+pub mod service;
 mod snapshot;
 mod store;
 pub mod tools;
 pub mod types;
+pub mod users;
 
 /// Writing a log offline, for the offline tools (`compact`, `replay --into`): a new log with
 /// the events kept at their positions and the gaps between them marked. See
@@ -42,11 +44,11 @@ pub mod rewrite {
 }
 
 pub use config::{Config, FsyncPolicy};
-pub use error::{ActualRevision, Error, Result};
+pub use error::{ActualRevision, Error, Limit, Result};
 pub use snapshot::Snapshot;
 pub use store::{
-    DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, Store, StoreStats,
-    StreamMetadata, StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
+    DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, QueueFull, Store,
+    StoreStats, StreamMetadata, StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
 };
 pub use types::{
     AllSlice, AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, Position,

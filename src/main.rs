@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use statestore::server::ServerConfig;
+use statestore::service::ServiceConfig;
 use statestore::{Config, FsyncPolicy, Store};
 
 #[derive(Parser)]
@@ -54,6 +55,10 @@ enum Command {
     /// metadata, deletes and tombstones hide; kept events keep their positions. Crash-safe:
     /// killed at any moment, the directory holds the old store or the new one.
     Compact(CompactArgs),
+    /// Manage the users of a closed data directory (a running server has the admin-only
+    /// `statestore.v1.Users` service instead). Passwords are read from `--password-file`, the
+    /// environment variable STATESTORE_USER_PASSWORD, or the first line of standard input.
+    User(UserArgs),
     /// Check a closed data directory offline: every segment and frame, every index run against
     /// the log, the snapshot log. Prints a report (`--json`: one JSON object) and exits 0 when
     /// the store is sound, 1 on damage, 2 when it cannot verify (no such directory, or a
@@ -175,14 +180,47 @@ struct ServeArgs {
     #[arg(long, env = "STATESTORE_CONCURRENT_STREAMS_MAX", default_value_t = ServerConfig::default().concurrent_streams_max)]
     concurrent_streams_max: u32,
     /// Events per page of reads and subscription catch-up.
-    #[arg(long, env = "STATESTORE_READ_PAGE_EVENTS", default_value_t = ServerConfig::default().read_page_events)]
+    #[arg(long, env = "STATESTORE_READ_PAGE_EVENTS", default_value_t = ServiceConfig::default().read_page_events)]
     read_page_events: u64,
     /// Commit batches the live ring holds; a subscriber further behind re-reads from disk.
-    #[arg(long, env = "STATESTORE_LIVE_RING_BATCHES", default_value_t = ServerConfig::default().live_ring_batches)]
+    #[arg(long, env = "STATESTORE_LIVE_RING_BATCHES", default_value_t = ServiceConfig::default().live_ring_batches)]
     live_ring_batches: usize,
     /// Default checkpoint interval (scanned events) of filtered subscriptions.
-    #[arg(long, env = "STATESTORE_CHECKPOINT_INTERVAL", default_value_t = ServerConfig::default().checkpoint_interval)]
+    #[arg(long, env = "STATESTORE_CHECKPOINT_INTERVAL", default_value_t = ServiceConfig::default().checkpoint_interval)]
     checkpoint_interval: u64,
+    /// Most connections held at once; more are closed at accept.
+    #[arg(long, env = "STATESTORE_CONNECTIONS_MAX", default_value_t = ServerConfig::default().connections_max)]
+    connections_max: usize,
+    /// Most subscriptions open at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STATESTORE_SUBSCRIPTIONS_MAX", default_value_t = ServiceConfig::default().subscriptions_max)]
+    subscriptions_max: usize,
+    /// Bytes buffered for all slow readers and subscribers together; a subscriber over its
+    /// share falls back to reading from disk.
+    #[arg(long, env = "STATESTORE_BUFFERED_BYTES_MAX", default_value_t = ServiceConfig::default().buffered_bytes_max)]
+    buffered_bytes_max: u32,
+    /// TLS certificate chain (PEM). With --tls-key, the server speaks only TLS.
+    #[arg(long, env = "STATESTORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "STATESTORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "STATESTORE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// On a store with no users yet, create `admin` (group $admins) with this password.
+    #[arg(long, env = "STATESTORE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// The same, with the password read from a file (its first line).
+    #[arg(
+        long,
+        env = "STATESTORE_ADMIN_PASSWORD_FILE",
+        conflicts_with = "admin_password"
+    )]
+    admin_password_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS and authentication. Anyone who
+    /// reaches the port can then read, write and delete everything.
+    #[arg(long, env = "STATESTORE_INSECURE")]
+    insecure: bool,
     /// Threads running network work (0: one per CPU core).
     #[arg(long, env = "STATESTORE_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
@@ -202,6 +240,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump(args),
         Command::Replay(args) => replay(args),
         Command::Compact(args) => compact(args),
+        Command::User(args) => user(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -393,17 +432,54 @@ fn compact(args: CompactArgs) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     let started = Instant::now();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(statestore::server::TlsConfig {
+            cert_pem: read_file(cert)?,
+            key_pem: read_file(key)?,
+            client_ca_pem: args.tls_client_ca.as_deref().map(read_file).transpose()?,
+        }),
+        _ => None,
+    };
+    let admin_password = match (&args.admin_password, &args.admin_password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(path)) => Some(first_line(path)?),
+        (None, None) => None,
+    };
     let store = Arc::new(open(&args.store).map_err(|e| e.to_string())?);
+    if let Some(password) = admin_password
+        && statestore::users::bootstrap_admin(&store, &password).map_err(|e| e.to_string())?
+    {
+        tracing::info!("created user 'admin' in group $admins");
+    }
+    let users = statestore::users::Users::load(&store).map_err(|e| e.to_string())?;
+    let exposed = !args.listen.ip().is_loopback();
+    let secure = tls.is_some() && !users.is_empty();
+    if exposed && !secure && !args.insecure {
+        return Err(format!(
+            "refusing to listen on {} (not a loopback address) without TLS and authentication: \
+             give --tls-cert and --tls-key and create a user (STATESTORE_ADMIN_PASSWORD), or \
+             pass --insecure to serve anyone who reaches the port",
+            args.listen
+        ));
+    }
     let config = ServerConfig {
         message_bytes_max: args.message_bytes_max,
         concurrent_streams_max: args.concurrent_streams_max,
-        read_page_events: args.read_page_events,
-        live_ring_batches: args.live_ring_batches,
-        checkpoint_interval: args.checkpoint_interval,
+        connections_max: args.connections_max,
         advertise: args.advertise.clone(),
+        tls,
+        service: ServiceConfig {
+            read_page_events: args.read_page_events,
+            live_ring_batches: args.live_ring_batches,
+            checkpoint_interval: args.checkpoint_interval,
+            subscriptions_max: args.subscriptions_max,
+            buffered_bytes_max: args.buffered_bytes_max,
+            ..ServiceConfig::default()
+        },
         ..ServerConfig::default()
     };
     config.validate(&store).map_err(|e| e.to_string())?;
+    let insecure_warning = exposed && !secure;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.worker_threads > 0 {
         runtime.worker_threads(args.worker_threads);
@@ -424,6 +500,17 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             startup_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        if insecure_warning {
+            tokio::spawn(async move {
+                loop {
+                    tracing::warn!(listen = %args.listen,
+                        "serving without TLS and authentication on a non-loopback address \
+                         (--insecure): anyone who reaches the port can read, write and delete \
+                         every stream");
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            });
+        }
         statestore::server::serve(
             Arc::clone(&store),
             config,
@@ -469,6 +556,87 @@ async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
     }
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn first_line(path: &std::path::Path) -> Result<String, String> {
+    let text = String::from_utf8(read_file(path)?)
+        .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[derive(clap::Args)]
+struct UserArgs {
+    #[command(subcommand)]
+    action: UserAction,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user.
+    Add {
+        name: String,
+        /// A group to put the user in ($admins: every right; $ops: read the whole log).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Change a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove a user.
+    Remove { name: String },
+    /// List the users and their groups, one JSON object per line.
+    List,
+}
+
+fn user(args: UserArgs) -> Result<(), String> {
+    let password = |file: &Option<PathBuf>| -> Result<String, String> {
+        if let Some(path) = file {
+            return first_line(path);
+        }
+        if let Ok(p) = std::env::var("STATESTORE_USER_PASSWORD") {
+            return Ok(p);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let store = open(&args.store).map_err(|e| e.to_string())?;
+    let done = match &args.action {
+        UserAction::Add {
+            name,
+            groups,
+            password_file,
+        } => statestore::users::add_user(&store, name, &password(password_file)?, groups),
+        UserAction::Passwd {
+            name,
+            password_file,
+        } => statestore::users::set_password(&store, name, &password(password_file)?),
+        UserAction::Remove { name } => statestore::users::remove_user(&store, name),
+        UserAction::List => statestore::users::Users::load(&store).map(|users| {
+            for u in users.iter() {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": u.name, "groups": u.groups})
+                );
+            }
+        }),
+    };
+    let closed = store.close();
+    done.map_err(|e| e.to_string())?;
+    closed.map_err(|e| e.to_string())
 }
 
 fn stats(args: StoreArgs) -> Result<(), String> {

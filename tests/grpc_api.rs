@@ -15,6 +15,7 @@ use statestore::server::proto::{
     GetStreamRequest, ReadAllRequest, ReadAllResponse, ReadStreamRequest, RecordedEvent,
     ServerInfoRequest, ServerInfoResponse,
 };
+use statestore::service::ServiceConfig;
 use statestore::{Config, FsyncPolicy};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -50,7 +51,10 @@ async fn start() -> Fixture {
 /// A server whose reads come in pages of `n` events.
 fn paged(n: u64) -> ServerConfig {
     ServerConfig {
-        read_page_events: n,
+        service: ServiceConfig {
+            read_page_events: n,
+            ..ServiceConfig::default()
+        },
         ..ServerConfig::default()
     }
 }
@@ -1520,7 +1524,11 @@ async fn invalid_names_are_invalid_argument() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[("what", "stream name"), ("limit", "512"), ("actual", "513")],
+        &[
+            ("what", "stream_name_bytes"),
+            ("limit", "512"),
+            ("actual", "513"),
+        ],
     );
     // Multi-byte UTF-8 counts in bytes: 171 three-byte characters are 513 bytes.
     let status = expect_err(append(c, &"€".repeat(171), any(), vec![json(4, "T")]).await);
@@ -1528,7 +1536,11 @@ async fn invalid_names_are_invalid_argument() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[("what", "stream name"), ("limit", "512"), ("actual", "513")],
+        &[
+            ("what", "stream_name_bytes"),
+            ("limit", "512"),
+            ("actual", "513"),
+        ],
     );
     append(c, "ok", any(), vec![json(5, &"T".repeat(256))])
         .await
@@ -1538,7 +1550,11 @@ async fn invalid_names_are_invalid_argument() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[("what", "event type"), ("limit", "256"), ("actual", "257")],
+        &[
+            ("what", "event_type_bytes"),
+            ("limit", "256"),
+            ("actual", "257"),
+        ],
     );
 
     let i = info(c).await;
@@ -1639,11 +1655,7 @@ async fn events_per_append_limit() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[
-            ("what", "events in one append"),
-            ("limit", "5"),
-            ("actual", "6"),
-        ],
+        &[("what", "append_events"), ("limit", "5"), ("actual", "6")],
     );
     // The limit counts every part of a multi-stream append together.
     let status = expect_err(
@@ -1660,11 +1672,7 @@ async fn events_per_append_limit() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[
-            ("what", "events in one append"),
-            ("limit", "5"),
-            ("actual", "6"),
-        ],
+        &[("what", "append_events"), ("limit", "5"), ("actual", "6")],
     );
     // Streams per append.
     let status = expect_err(
@@ -1682,11 +1690,7 @@ async fn events_per_append_limit() {
         &status,
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
-        &[
-            ("what", "streams in one append"),
-            ("limit", "2"),
-            ("actual", "3"),
-        ],
+        &[("what", "append_streams"), ("limit", "2"), ("actual", "3")],
     );
     let i = info(c).await;
     assert_eq!((i.last_position, i.streams), (5, 1));
@@ -1750,7 +1754,7 @@ async fn event_bytes_limit_is_resource_exhausted() {
                 Code::ResourceExhausted,
                 "LIMIT_EXCEEDED",
                 &[
-                    ("what", "event bytes (data + metadata)"),
+                    ("what", "event_bytes"),
                     ("limit", "1000"),
                     ("actual", &actual),
                 ],
@@ -1788,7 +1792,7 @@ async fn append_bytes_limit_is_resource_exhausted() {
     let info = details.error_info().expect("ErrorInfo");
     assert_eq!(info.reason, "LIMIT_EXCEEDED");
     assert_eq!(info.domain, "statestore");
-    assert_eq!(info.metadata["what"], "bytes in one append");
+    assert_eq!(info.metadata["what"], "append_bytes");
     assert_eq!(info.metadata["limit"], "4096");
     let actual: u64 = info.metadata["actual"].parse().expect("actual is a number");
     assert!((4500..6000).contains(&actual), "actual {actual}");

@@ -154,6 +154,7 @@ async fn metadata_round_trip_with_history_and_reads_honouring_it() {
         .get_stream_metadata(GetStreamMetadataRequest {
             stream: "order-1".into(),
             include_history: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -211,6 +212,7 @@ async fn metadata_round_trip_with_history_and_reads_honouring_it() {
         .get_stream_metadata(GetStreamMetadataRequest {
             stream: "order-1".into(),
             include_history: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -300,6 +302,7 @@ async fn delete_and_tombstone_with_their_errors() {
         .get_stream_metadata(GetStreamMetadataRequest {
             stream: "cart-1".into(),
             include_history: false,
+            ..Default::default()
         })
         .await
         .unwrap()

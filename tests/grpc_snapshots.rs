@@ -11,6 +11,7 @@ use statestore::server::proto::{
     self, AppendRequest, EventData, LoadSnapshotRequest, ReadStreamRequest, ReadStreamResponse,
     SaveSnapshotRequest, Snapshot,
 };
+use statestore::service::ServiceConfig;
 use statestore::{Config, Revision};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -189,7 +190,10 @@ async fn read_stream_from_snapshot_sends_the_snapshot_then_the_events_after_it()
     let mut f = start_with(
         common::config(),
         ServerConfig {
-            read_page_events: 4,
+            service: ServiceConfig {
+                read_page_events: 4,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -304,7 +308,7 @@ async fn bad_saves_are_invalid_argument_or_resource_exhausted() {
         Code::InvalidArgument,
         "LIMIT_EXCEEDED",
         &[
-            ("what", "snapshot schema"),
+            ("what", "snapshot_schema_bytes"),
             ("limit", "256"),
             ("actual", "257"),
         ],
@@ -316,7 +320,7 @@ async fn bad_saves_are_invalid_argument_or_resource_exhausted() {
         Code::ResourceExhausted,
         "LIMIT_EXCEEDED",
         &[
-            ("what", "snapshot bytes"),
+            ("what", "snapshot_bytes"),
             ("limit", "1000"),
             ("actual", "1001"),
         ],
@@ -353,7 +357,7 @@ async fn a_snapshot_too_large_to_send_is_resource_exhausted() {
         .save_snapshot("big", Revision(0), "v1", vec![1u8; 100_000].into())
         .expect("save through the engine");
     let metadata = [
-        ("what", "response message bytes"),
+        ("what", "response_bytes"),
         ("limit", "65536"),
         ("actual", "100069"),
     ];

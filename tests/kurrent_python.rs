@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::server::TestServer;
 use statestore::server::ServerConfig;
+use statestore::service::ServiceConfig;
 
 /// The `esdbclient` release the scenarios are written against (its newest, 1.1.7).
 const ESDBCLIENT_VERSION: &str = "1.1.7";
@@ -53,9 +54,12 @@ fn esdbclient_scenarios() {
     // Small read pages, live ring and subscriber buffers, so that the scenarios' reads span
     // pages and their subscriptions fall back to disk and catch up again.
     let server_config = ServerConfig {
-        read_page_events: 7,
-        live_ring_batches: 4,
-        subscriber_buffer: 4,
+        service: ServiceConfig {
+            read_page_events: 7,
+            live_ring_batches: 4,
+            subscriber_buffer_bytes: 4096,
+            ..ServiceConfig::default()
+        },
         ..ServerConfig::default()
     };
     let server = runtime.block_on(TestServer::start(

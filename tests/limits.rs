@@ -6,7 +6,7 @@ mod common;
 
 use common::id;
 use statestore::{
-    Config, ContentType, Direction, Error, EventData, ExpectedRevision, Filter, FsyncPolicy,
+    Config, ContentType, Direction, Error, EventData, ExpectedRevision, Filter, FsyncPolicy, Limit,
     Position, Revision, Store, StreamAppend,
 };
 
@@ -39,7 +39,7 @@ fn small(n: u64) -> EventData {
 }
 
 #[track_caller]
-fn assert_limit<T: std::fmt::Debug>(r: Result<T, Error>, what: &str, limit: u64, actual: u64) {
+fn assert_limit<T: std::fmt::Debug>(r: Result<T, Error>, what: Limit, limit: u64, actual: u64) {
     match r {
         Err(Error::LimitExceeded {
             what: w,
@@ -83,7 +83,7 @@ fn event_bytes_max_counts_data_plus_metadata() {
         event_bytes_max: 100,
         ..base()
     });
-    let what = "event bytes (data + metadata)";
+    let what = Limit::EventBytes;
     store
         .append("s", ExpectedRevision::Any, vec![event(1, "T", 60, 40)])
         .unwrap();
@@ -122,7 +122,7 @@ fn append_events_max_counts_all_streams_of_an_append() {
         append_events_max: 3,
         ..base()
     });
-    let what = "events in one append";
+    let what = Limit::AppendEvents;
     store
         .append("s", ExpectedRevision::Any, (0..3).map(small).collect())
         .unwrap();
@@ -165,7 +165,7 @@ fn append_bytes_max_counts_encoded_frames_and_an_append_at_the_limit_fills_a_seg
     };
     let dir = common::tempdir();
     let store = Store::open(dir.path(), config.clone()).unwrap();
-    let what = "bytes in one append";
+    let what = Limit::AppendBytes;
     let exact = || vec![event(1, "T", 400, 10), event(2, "T", 400, 26)];
     let total: u64 = exact().iter().map(|e| frame_bytes("s", e)).sum();
     assert_eq!(total, 1000);
@@ -239,7 +239,7 @@ fn stream_name_bytes_max_counts_bytes_not_characters() {
         stream_name_bytes_max: 10,
         ..base()
     });
-    let what = "stream name";
+    let what = Limit::StreamNameBytes;
     store
         .append("0123456789", ExpectedRevision::Any, vec![small(1)])
         .unwrap();
@@ -278,7 +278,7 @@ fn event_type_bytes_max() {
         event_type_bytes_max: 8,
         ..base()
     });
-    let what = "event type";
+    let what = Limit::EventTypeBytes;
     store
         .append("s", ExpectedRevision::Any, vec![event(1, "12345678", 1, 0)])
         .unwrap();
@@ -323,7 +323,7 @@ fn append_streams_max() {
         .unwrap();
     assert_limit(
         store.append_multi(vec![part("a", 3), part("b", 4), part("c", 5)]),
-        "streams in one append",
+        Limit::AppendStreams,
         2,
         3,
     );
@@ -340,7 +340,7 @@ fn read_count_max_applies_to_every_read() {
     store
         .append("s", ExpectedRevision::Any, (0..8).map(small).collect())
         .unwrap();
-    let what = "events per read";
+    let what = Limit::ReadCount;
     let all = Filter::default();
     for direction in [Direction::Forwards, Direction::Backwards] {
         let from_rev = match direction {

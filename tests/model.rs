@@ -646,7 +646,7 @@ impl Model {
             .sum();
         if bytes > APPEND_BYTES_MAX {
             return Err(MErr::Limit {
-                what: "bytes in one append".into(),
+                what: "append_bytes".into(),
                 limit: APPEND_BYTES_MAX,
                 actual: bytes,
             });
@@ -725,7 +725,7 @@ impl Model {
     fn check_count(count: u64) -> Result<(), MErr> {
         if count > READ_COUNT_MAX {
             return Err(MErr::Limit {
-                what: "events per read".into(),
+                what: "read_count".into(),
                 limit: READ_COUNT_MAX,
                 actual: count,
             });

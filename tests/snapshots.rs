@@ -473,7 +473,10 @@ fn bad_saves_are_refused_and_change_nothing() {
             limit,
             actual,
         }) => {
-            assert_eq!((what, limit, actual), ("snapshot bytes", 1000, 1001));
+            assert_eq!(
+                (what, limit, actual),
+                (statestore::Limit::SnapshotBytes, 1000, 1001)
+            );
         }
         other => panic!("expected LimitExceeded, got {other:?}"),
     }

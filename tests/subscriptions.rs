@@ -23,6 +23,7 @@ use statestore::server::proto::{
     self, event_filter, event_store_client::EventStoreClient, expected_revision, subscribe_request,
     subscribe_response::Kind,
 };
+use statestore::service::ServiceConfig;
 use tokio::sync::watch;
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -538,7 +539,10 @@ async fn catch_up_switches_to_live_under_concurrent_appends() {
         config(),
         ServerConfig {
             // Catch-up takes many pages, interleaved with the concurrent commits.
-            read_page_events: 100,
+            service: ServiceConfig {
+                read_page_events: 100,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -869,9 +873,12 @@ async fn slow_subscriber_falls_behind_and_loses_nothing() {
         dir.path(),
         config(),
         ServerConfig {
-            live_ring_batches: 2,
-            subscriber_buffer: 1,
-            read_page_events: 100,
+            service: ServiceConfig {
+                live_ring_batches: 2,
+                subscriber_buffer_bytes: 4096,
+                read_page_events: 100,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -1006,8 +1013,11 @@ async fn filtered_subscription_sends_checkpoints() {
             ..config()
         },
         ServerConfig {
-            read_page_events: STEP,
-            live_batch_events: STEP,
+            service: ServiceConfig {
+                read_page_events: STEP,
+                live_batch_events: STEP,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -1294,8 +1304,11 @@ async fn subscriptions_of_clients_that_went_away_are_cleaned_up() {
         dir.path(),
         config(),
         ServerConfig {
-            subscriber_buffer: 1,
-            read_page_events: 10,
+            service: ServiceConfig {
+                subscriber_buffer_bytes: 4096,
+                read_page_events: 10,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )
@@ -1538,8 +1551,11 @@ async fn shutdown_ends_a_lagging_subscription_with_unavailable() {
         dir.path(),
         config(),
         ServerConfig {
-            subscriber_buffer: 1,
-            read_page_events: 10,
+            service: ServiceConfig {
+                subscriber_buffer_bytes: 4096,
+                read_page_events: 10,
+                ..ServiceConfig::default()
+            },
             ..ServerConfig::default()
         },
     )

@@ -10,9 +10,7 @@ use crate::types::{
     Revision, StreamAppend, StreamFilter,
 };
 
-/// Bytes a recorded event adds to a response message beyond its stored size (field tags and
-/// lengths), used to cut pages below the message size limit.
-pub const EVENT_OVERHEAD_BYTES: usize = 64;
+use crate::service::EVENT_OVERHEAD_BYTES;
 
 pub fn expected(e: Option<proto::ExpectedRevision>) -> ExpectedRevision {
     use proto::expected_revision::Kind;
@@ -143,35 +141,20 @@ pub fn snapshot_bytes(s: &crate::Snapshot) -> usize {
     s.stream.len() + s.schema.len() + s.data.len() + EVENT_OVERHEAD_BYTES
 }
 
-/// The approximate encoded size of a converted event.
-pub fn proto_event_bytes(e: &proto::RecordedEvent) -> usize {
-    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + EVENT_OVERHEAD_BYTES
-}
-
-/// Splits converted events into pages whose encoded size stays under `budget` bytes (a page
-/// holds at least one event).
-pub fn pages(events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Vec<proto::RecordedEvent>> {
-    let mut out = Vec::new();
-    let mut page = Vec::new();
-    let mut size = 0usize;
-    for e in events {
-        let n = proto_event_bytes(&e);
-        if !page.is_empty() && size + n > budget {
-            out.push(std::mem::take(&mut page));
-            size = 0;
-        }
-        size += n;
-        page.push(e);
-    }
-    if !page.is_empty() || out.is_empty() {
-        out.push(page);
-    }
-    out
-}
-
-/// Metadata from a request. The custom JSON must be an object.
-pub fn stream_metadata(m: Option<proto::StreamMetadata>) -> Result<crate::StreamMetadata, Status> {
+/// Metadata from a request. The custom JSON must be an object of at most `limit` bytes, which
+/// is checked before it is parsed.
+pub fn stream_metadata(
+    m: Option<proto::StreamMetadata>,
+    limit: u64,
+) -> Result<crate::StreamMetadata, Status> {
     let m = m.unwrap_or_default();
+    if m.custom_json.len() as u64 > limit {
+        return Err(super::status::to_status(&crate::Error::LimitExceeded {
+            what: crate::Limit::MetadataBytes,
+            limit,
+            actual: m.custom_json.len() as u64,
+        }));
+    }
     let custom = if m.custom_json.is_empty() {
         serde_json::Map::new()
     } else {

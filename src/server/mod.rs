@@ -1,23 +1,21 @@
-//! The network layer: the engine behind a tonic gRPC server. This is the only part of the
-//! library that knows tokio, tonic and protobuf; it translates requests into calls on the
-//! synchronous [`Store`] (on the blocking thread pool) and engine errors into gRPC statuses
-//! (in [`status`], one place).
+//! The network layer: the service layer behind a tonic gRPC server. This is the only part of
+//! the library that knows tonic and protobuf.
+//!
+//! Every service here only converts: requests into calls on [`crate::service::Service`] (which
+//! authenticates, authorizes, checks names and limits, and calls the engine), and its answers
+//! and errors into messages and statuses. None calls the store directly.
 //!
 //! - [`service`]: the `statestore.v1.EventStore` service (append, reads, stream info).
-//! - [`live`]: one publisher task that decodes each new commit once and fans it out to every
-//!   live subscriber through a bounded broadcast ring.
-//! - [`subscribe`]: catch-up subscriptions: history from disk, then live, and back to disk when a
-//!   subscriber falls behind the ring. Shared by both wires through its `Feed` trait.
-//! - [`kurrent`]: the KurrentDB (EventStoreDB) client protocol, on the same port, translating
-//!   onto the same store.
+//! - [`kurrent`]: the KurrentDB (EventStoreDB) client protocol, on the same port.
+//! - [`conn`]: the accept loop (a cap on connections, backoff on accept errors) and the
+//!   connection wrapper (immediate ACKs, a handshake deadline).
+//! - [`status`]: engine errors to gRPC statuses, in one place.
 
+mod conn;
 mod convert;
 pub mod kurrent;
-mod live;
-mod quickack;
 mod service;
 pub mod status;
-mod subscribe;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +25,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use self::conn::ConnStats;
 use crate::Store;
+use crate::service::{Principal, Service, ServiceConfig};
 
 /// The generated protobuf and gRPC code for `proto/statestore/v1/statestore.proto`.
 pub mod proto {
@@ -44,39 +44,62 @@ pub mod proto {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Largest request or response message, in bytes. A larger request is refused with
-    /// RESOURCE_EXHAUSTED before it reaches the engine; read pages are cut below this.
+    /// RESOURCE_EXHAUSTED before it reaches the engine. Default: 20 MiB (the engine's largest
+    /// append, 16 MiB, plus framing).
     pub message_bytes_max: usize,
-    /// Concurrent HTTP/2 streams (calls) per client connection.
+    /// Concurrent HTTP/2 streams (calls) per client connection. Default: 1024.
     pub concurrent_streams_max: u32,
-    /// Events per page of ReadStream, ReadAll and subscription catch-up.
-    pub read_page_events: u64,
-    /// Batches the live ring holds. A subscriber more than this many commit batches behind the
-    /// newest falls back to reading from disk. Memory held is at most this many batches of at
-    /// most `live_batch_events` events each.
-    pub live_ring_batches: usize,
-    /// Most events the publisher decodes into one live batch.
-    pub live_batch_events: u64,
-    /// Messages buffered per subscriber between its task and its connection.
-    pub subscriber_buffer: usize,
-    /// Checkpoint interval (scanned events) of filtered subscriptions that ask for 0.
-    pub checkpoint_interval: u64,
+    /// Connections held at once; one more is closed at accept (and logged, at most once per
+    /// 10 s). Default: 4096.
+    pub connections_max: usize,
+    /// Time a new connection has to send its first bytes (the HTTP/2 preface, or the TLS
+    /// ClientHello), and for TLS to finish its handshake. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer one within
+    /// `keepalive_timeout` is disconnected. Default: 30 s and 10 s.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// TLS: `None` serves plaintext (h2c).
+    pub tls: Option<TlsConfig>,
     /// The `host:port` the KurrentDB adapter's gossip advertises. `None`: the listening
     /// address (`localhost` for a wildcard one).
     pub advertise: Option<String>,
+    /// The service layer's limits (pages, buffers, subscriptions).
+    pub service: ServiceConfig,
+}
+
+/// Certificates for TLS, as PEM text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The server's private key.
+    pub key_pem: Vec<u8>,
+    /// When set, clients must present a certificate signed by one of these.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsConfig")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
-            // The engine's largest append (16 MiB) plus framing headroom.
             message_bytes_max: 20 << 20,
             concurrent_streams_max: 1024,
-            read_page_events: 1000,
-            live_ring_batches: 256,
-            live_batch_events: 1000,
-            subscriber_buffer: 16,
-            checkpoint_interval: 1000,
+            connections_max: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            tls: None,
             advertise: None,
+            service: ServiceConfig::default(),
         }
     }
 }
@@ -87,21 +110,21 @@ impl ServerConfig {
         if self.message_bytes_max < 64 << 10 {
             return bad("message_bytes_max must be at least 64 KiB");
         }
-        if self.concurrent_streams_max == 0 {
-            return bad("concurrent_streams_max must be at least 1");
+        if self.concurrent_streams_max == 0 || self.connections_max == 0 {
+            return bad("concurrent_streams_max and connections_max must be at least 1");
         }
-        if self.read_page_events == 0 || self.read_page_events > store.config().read_count_max {
-            return bad("read_page_events must be between 1 and the store's read_count_max");
+        if self.handshake_timeout.is_zero()
+            || self.keepalive_interval.is_zero()
+            || self.keepalive_timeout.is_zero()
+        {
+            return bad(
+                "handshake_timeout, keepalive_interval and keepalive_timeout must be positive",
+            );
         }
-        if self.live_ring_batches == 0 || self.subscriber_buffer == 0 {
-            return bad("live_ring_batches and subscriber_buffer must be at least 1");
+        if self.service.page_bytes > self.message_bytes_max / 2 {
+            return bad("the service's page_bytes must be at most half of message_bytes_max");
         }
-        if self.live_batch_events == 0 || self.live_batch_events > store.config().read_count_max {
-            return bad("live_batch_events must be between 1 and the store's read_count_max");
-        }
-        if self.checkpoint_interval == 0 {
-            return bad("checkpoint_interval must be at least 1");
-        }
+        self.service.validate(store)?;
         if let Some(a) = &self.advertise {
             parse_advertise(a).map_err(crate::Error::InvalidConfig)?;
         }
@@ -147,18 +170,30 @@ const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 /// HTTP/2 flow-control window per connection.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
-/// State shared by every call.
-pub(crate) struct Shared {
-    pub store: Arc<Store>,
-    pub config: ServerConfig,
-    pub live: live::Live,
-    /// Turns true when the server begins shutting down; subscriptions end on it.
-    pub shutdown: watch::Receiver<bool>,
+/// The caller of a gRPC request: its `authorization` metadata (HTTP Basic, as the KurrentDB
+/// clients send it) checked by the service layer.
+pub(crate) async fn caller<T>(
+    service: &Arc<Service>,
+    request: &tonic::Request<T>,
+) -> crate::Result<Principal> {
+    let authorization = match request.metadata().get("authorization") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    crate::Error::Unauthenticated("the authorization is not ASCII text".into())
+                })?
+                .to_string(),
+        ),
+    };
+    service
+        .authenticate(authorization, request.remote_addr().map(|a| a.ip()))
+        .await
 }
 
-/// Serves the native API, gRPC health and reflection on `listener` until `shutdown` resolves.
-/// Then it stops accepting, ends subscriptions with UNAVAILABLE, lets in-flight calls finish
-/// (for at most `drain`), and returns. The caller closes the store.
+/// Serves the native API, the KurrentDB adapter, gRPC health and reflection on `listener`
+/// until `shutdown` resolves. Then it stops accepting, ends subscriptions with UNAVAILABLE,
+/// lets in-flight calls finish (for at most `drain`), and returns. The caller closes the store.
 pub async fn serve(
     store: Arc<Store>,
     config: ServerConfig,
@@ -166,20 +201,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    serve_with_stats(store, config, listener, shutdown, drain, Arc::default()).await
+}
+
+/// [`serve`], counting connections in `stats`.
+pub async fn serve_with_stats(
+    store: Arc<Store>,
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+    stats: Arc<ConnStats>,
+) -> Result<(), ServeError> {
     config.validate(&store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let live = live::Live::start(
-        Arc::clone(&store),
-        config.live_ring_batches,
-        config.live_batch_events,
-        stop_rx.clone(),
-    );
-    let shared = Arc::new(Shared {
-        store,
-        config: config.clone(),
-        live,
-        shutdown: stop_rx,
-    });
+    let service = Service::start(store, config.service.clone(), stop_rx.clone())?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -197,21 +233,24 @@ pub async fn serve(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let event_store = proto::event_store_server::EventStoreServer::new(
-        service::EventStoreService::new(Arc::clone(&shared)),
+        service::EventStoreService::new(Arc::clone(&service), config.message_bytes_max),
     )
     .max_decoding_message_size(config.message_bytes_max)
     .max_encoding_message_size(config.message_bytes_max);
 
     let local = listener.local_addr().ok();
-    let kurrent = kurrent::services(&shared, &advertised(&config, local));
-    // The builder's TCP settings apply only to sockets it binds itself; set them here. Without
-    // TCP_NODELAY, small responses wait on the peer's delayed ACK (40 ms stalls).
-    let incoming = tokio_stream::StreamExt::map(
-        tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE)),
-        |accepted| accepted.map(quickack::QuickAck::new),
-    );
+    let kurrent = kurrent::services(&service, &config, &advertised(&config, local));
+    let accept = conn::AcceptConfig {
+        connections_max: config.connections_max,
+        handshake_timeout: config.handshake_timeout,
+        tcp_keepalive: TCP_KEEPALIVE,
+    };
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(conn::accept_loop(
+        listener,
+        accept,
+        stats,
+        stop_rx.clone(),
+    ));
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -220,12 +259,27 @@ pub async fn serve(
         let _ = drained_tx.send(());
     };
     let limit = config.message_bytes_max;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut tls_config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &tls.cert_pem,
+                &tls.key_pem,
+            ))
+            .timeout(config.handshake_timeout);
+        if let Some(ca) = &tls.client_ca_pem {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(tls_config)?;
+    }
+    let server = builder
         .max_concurrent_streams(Some(config.concurrent_streams_max))
         // Flow-control windows wide enough that a batch append is not held back waiting for a
         // window update.
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(tower::util::MapResponseLayer::new(
             move |response: http::Response<tonic::body::Body>| {
                 status::rewrite_too_large(limit, response)
@@ -241,7 +295,8 @@ pub async fn serve(
         .add_service(kurrent.persistent)
         .serve_with_incoming_shutdown(incoming, signal);
     if let Some(addr) = local {
-        tracing::info!(listen = %addr, "serving gRPC");
+        tracing::info!(listen = %addr, tls = config.tls.is_some(),
+            authentication = service.authentication_enabled(), "serving gRPC");
     }
     tokio::pin!(server);
     // Graceful shutdown waits for every connection to finish; bound that wait.

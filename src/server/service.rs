@@ -1,59 +1,48 @@
-//! The `statestore.v1.EventStore` service. Engine calls block (an append waits for its fsync),
-//! so each runs on tokio's blocking pool; reads stream page by page through a bounded channel,
-//! so a large read never builds one giant message and a slow reader holds one page.
+//! The `statestore.v1.EventStore` service: each call converts its request, calls the service
+//! layer with the caller's principal, and converts the answer. Reads and subscriptions arrive
+//! as pages of engine events from the service layer; each page becomes one message as the
+//! connection takes it, so a reader that does not read holds no converted events.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::proto::{self, event_store_server::EventStore};
-use super::subscribe::{NativeFeed, Subscription, Target, blocking};
-use super::{Shared, convert, status};
-use crate::types::{AppendResult, Direction, Filter, Position, Revision, StreamAppend};
+use super::{caller, convert, status};
+use crate::service::{AllRead, Principal, Service, StreamRead, SubscriptionMessage, Target};
+use crate::types::{Direction, Position, Revision};
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Pages a reader may have in flight between its task and its connection.
-const READ_BUFFER_PAGES: usize = 4;
-
 pub struct EventStoreService {
-    shared: Arc<Shared>,
+    service: Arc<Service>,
+    message_bytes_max: usize,
 }
 
 impl EventStoreService {
-    pub(crate) fn new(shared: Arc<Shared>) -> EventStoreService {
-        EventStoreService { shared }
-    }
-
-    /// Queues an append on the engine's writer and waits, without holding a thread, for the
-    /// acknowledging thread to answer.
-    async fn append(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.shared.store.append_multi_with(parts, move |result| {
-            let _ = tx.send(result);
-        });
-        match rx.await {
-            Ok(result) => result.map_err(|e| status::to_status(&e)),
-            Err(_) => Err(status::to_status(&crate::Error::Closed)),
+    pub(crate) fn new(service: Arc<Service>, message_bytes_max: usize) -> EventStoreService {
+        EventStoreService {
+            service,
+            message_bytes_max,
         }
     }
 
-    fn page_budget(&self) -> usize {
-        self.shared.config.message_bytes_max / 2
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        caller(&self.service, request)
+            .await
+            .map_err(|e| status::to_status(&e))
     }
 
     /// A snapshot as a message, or RESOURCE_EXHAUSTED when it is too large to send (possible
     /// only when the server's message limit is below the store's snapshot size limit).
     fn snapshot_reply(&self, snapshot: crate::Snapshot) -> Result<proto::Snapshot, Status> {
-        let limit = self.shared.config.message_bytes_max;
+        let limit = self.message_bytes_max;
         let size = convert::snapshot_bytes(&snapshot);
         if size > limit {
             return Err(status::to_status(&crate::Error::LimitExceeded {
-                what: "response message bytes",
+                what: crate::Limit::ResponseBytes,
                 limit: limit as u64,
                 actual: size as u64,
             }));
@@ -62,14 +51,23 @@ impl EventStoreService {
     }
 }
 
+fn engine(e: crate::Error) -> Status {
+    status::to_status(&e)
+}
+
 #[tonic::async_trait]
 impl EventStore for EventStoreService {
     async fn append(
         &self,
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        let who = self.caller(&request).await?;
         let part = convert::stream_append(request.into_inner())?;
-        let result = self.append(vec![part]).await?;
+        let result = self
+            .service
+            .append(&who, vec![part])
+            .await
+            .map_err(engine)?;
         let first = result
             .first()
             .ok_or_else(|| status::internal("append returned no result"))?;
@@ -80,13 +78,14 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::AppendMultiRequest>,
     ) -> Result<Response<proto::AppendMultiResponse>, Status> {
+        let who = self.caller(&request).await?;
         let parts = request
             .into_inner()
             .streams
             .into_iter()
             .map(convert::stream_append)
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.append(parts).await?;
+        let results = self.service.append(&who, parts).await.map_err(engine)?;
         Ok(Response::new(proto::AppendMultiResponse {
             results: results.iter().map(convert::append_response).collect(),
         }))
@@ -98,8 +97,17 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::ReadStreamRequest>,
     ) -> Result<Response<Self::ReadStreamStream>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let direction = convert::direction(r.direction)?;
+        let count = convert::max_count(r.max_count);
+        let event_page = |page: crate::Result<Vec<crate::RecordedEvent>>| match page {
+            Ok(events) => Ok(proto::ReadStreamResponse {
+                events: events.iter().map(convert::recorded).collect(),
+                snapshot: None,
+            }),
+            Err(e) => Err(engine(e)),
+        };
         if r.from_snapshot {
             // The read starts after the snapshot and goes forwards; anything else contradicts it.
             if r.from_revision.is_some() {
@@ -113,84 +121,31 @@ impl EventStore for EventStoreService {
                     "from_snapshot reads forwards from the snapshot: direction must be forwards",
                 ));
             }
+            let (snapshot, pages) = self
+                .service
+                .read_stream_from_snapshot(&who, r.stream, count)
+                .await
+                .map_err(engine)?;
+            let snapshot = snapshot.map(|s| self.snapshot_reply(s)).transpose()?;
+            let head = proto::ReadStreamResponse {
+                events: Vec::new(),
+                snapshot,
+            };
+            let stream = tokio_stream::once(Ok(head)).chain(pages.map(event_page));
+            return Ok(Response::new(Box::pin(stream)));
         }
         let from = Revision(r.from_revision.unwrap_or(match direction {
             Direction::Forwards => 0,
             Direction::Backwards => u64::MAX,
         }));
-        let mut remaining = convert::max_count(r.max_count);
-        let page = self.shared.config.read_page_events;
-        let budget = self.page_budget();
-        let store = Arc::clone(&self.shared.store);
-        let stream = r.stream;
-        let read_page = {
-            let stream = stream.clone();
-            move |from: Revision, count: u64| {
-                let store = Arc::clone(&store);
-                let stream = stream.clone();
-                blocking(move || store.read_stream(&stream, from, direction, count))
-            }
+        let read = StreamRead {
+            stream: r.stream,
+            from,
+            direction,
+            count,
         };
-        // The first page is read before answering, so a missing stream is a NOT_FOUND status
-        // rather than an error in the middle of a stream.
-        let count = remaining.min(page);
-        let (snapshot_reply, first) = if r.from_snapshot {
-            let store = Arc::clone(&self.shared.store);
-            let (snapshot, events) =
-                blocking(move || store.read_stream_from_snapshot(&stream, count)).await?;
-            let snapshot = snapshot.map(|s| self.snapshot_reply(s)).transpose()?;
-            let reply = proto::ReadStreamResponse {
-                events: Vec::new(),
-                snapshot,
-            };
-            (Some(reply), events)
-        } else {
-            (None, read_page(from, count).await?)
-        };
-        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
-        tokio::spawn(async move {
-            if let Some(reply) = snapshot_reply
-                && tx.send(Ok(reply)).await.is_err()
-            {
-                return;
-            }
-            let mut events = first;
-            let mut asked = count;
-            loop {
-                remaining -= events.len() as u64;
-                let next = match (direction, events.last()) {
-                    (_, None) => None,
-                    (Direction::Forwards, Some(e)) => e.revision.0.checked_add(1),
-                    (Direction::Backwards, Some(e)) => e.revision.0.checked_sub(1),
-                };
-                let full = events.len() as u64 == asked;
-                let converted = events.iter().map(convert::recorded).collect();
-                for events in convert::pages(converted, budget) {
-                    if tx
-                        .send(Ok(proto::ReadStreamResponse {
-                            events,
-                            snapshot: None,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                let Some(next) = next.filter(|_| full && remaining > 0) else {
-                    return;
-                };
-                asked = remaining.min(page);
-                events = match read_page(Revision(next), asked).await {
-                    Ok(events) => events,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let pages = self.service.read_stream(&who, read).await.map_err(engine)?;
+        Ok(Response::new(Box::pin(pages.map(event_page))))
     }
 
     type ReadAllStream = ReplyStream<proto::ReadAllResponse>;
@@ -199,57 +154,29 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::ReadAllRequest>,
     ) -> Result<Response<Self::ReadAllStream>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let direction = convert::direction(r.direction)?;
-        let filter = Arc::new(convert::filter(r.filter)?);
-        let mut from = r.from_position.unwrap_or(match direction {
-            Direction::Forwards => 1,
-            Direction::Backwards => u64::MAX,
-        });
-        let mut remaining = convert::max_count(r.max_count);
-        let page = self.shared.config.read_page_events;
-        let budget = self.page_budget();
-        let store = Arc::clone(&self.shared.store);
-        let read_page = move |from: u64, count: u64, filter: Arc<Filter>| {
-            let store = Arc::clone(&store);
-            blocking(move || store.read_all(Position(from), direction, count, &filter))
+        let read = AllRead {
+            from: Position(r.from_position.unwrap_or(match direction {
+                Direction::Forwards => 1,
+                Direction::Backwards => u64::MAX,
+            })),
+            direction,
+            count: convert::max_count(r.max_count),
+            filter: convert::filter(r.filter)?,
+            matcher: None,
         };
-        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
-        tokio::spawn(async move {
-            loop {
-                let slice = match read_page(from, remaining.min(page), Arc::clone(&filter)).await {
-                    Ok(slice) => slice,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                remaining -= slice.events.len() as u64;
-                let next = match direction {
-                    Direction::Forwards => slice.scanned_to.0.checked_add(1),
-                    Direction::Backwards => slice.scanned_to.0.checked_sub(1).filter(|&p| p > 0),
-                };
-                let done = slice.end_of_log || remaining == 0 || next.is_none();
-                let converted = slice.events.iter().map(convert::recorded).collect();
-                let mut pages = convert::pages(converted, budget).into_iter().peekable();
-                while let Some(events) = pages.next() {
-                    let last = pages.peek().is_none();
-                    let reply = proto::ReadAllResponse {
-                        events,
-                        scanned_to: slice.scanned_to.0,
-                        end_of_log: last && slice.end_of_log,
-                    };
-                    if tx.send(Ok(reply)).await.is_err() {
-                        return;
-                    }
-                }
-                match next {
-                    Some(next) if !done => from = next,
-                    _ => return,
-                }
-            }
+        let pages = self.service.read_all(&who, read).map_err(engine)?;
+        let stream = pages.map(|page| match page {
+            Ok(page) => Ok(proto::ReadAllResponse {
+                events: page.events.iter().map(convert::recorded).collect(),
+                scanned_to: page.scanned_to.0,
+                end_of_log: page.end_of_log,
+            }),
+            Err(e) => Err(engine(e)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type SubscribeStream = ReplyStream<proto::SubscribeResponse>;
@@ -259,10 +186,11 @@ impl EventStore for EventStoreService {
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         use proto::subscribe_request::Target as Wire;
+        let who = self.caller(&request).await?;
         let (target, after_position, next_revision) = match request.into_inner().target {
             Some(Wire::All(all)) => {
                 let checkpoint_interval = match all.checkpoint_interval {
-                    0 => self.shared.config.checkpoint_interval,
+                    0 => self.service.config().checkpoint_interval,
                     n => u64::from(n),
                 };
                 let target = Target::All {
@@ -273,9 +201,6 @@ impl EventStore for EventStoreService {
                 (target, all.after_position, 0)
             }
             Some(Wire::Stream(s)) => {
-                if s.stream.is_empty() {
-                    return Err(status::invalid_argument("stream name is empty"));
-                }
                 let next = match s.after_revision {
                     None => 0,
                     Some(r) => r.checked_add(1).ok_or_else(|| {
@@ -286,31 +211,27 @@ impl EventStore for EventStoreService {
             }
             None => return Err(status::invalid_argument("subscribe needs a target")),
         };
-        let (tx, rx) = mpsc::channel(self.shared.config.subscriber_buffer);
-        let subscription = Subscription::new(
-            Arc::clone(&self.shared),
-            tx,
-            NativeFeed,
-            target,
-            after_position,
-            next_revision,
-        );
-        tokio::spawn(subscription.run());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let messages = self
+            .service
+            .subscribe(&who, target, after_position, next_revision)
+            .map_err(engine)?;
+        let stream = messages.map(|m| m.map(native).map_err(|e| subscription_error(&e)));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_stream(
         &self,
         request: Request<proto::GetStreamRequest>,
     ) -> Result<Response<proto::GetStreamResponse>, Status> {
+        let who = self.caller(&request).await?;
         let stream = request.into_inner().stream;
-        match self.shared.store.stream_revision(&stream) {
+        match self.service.stream_revision(&who, &stream) {
             Ok(Some(revision)) => Ok(Response::new(proto::GetStreamResponse {
                 stream,
                 revision: revision.0,
             })),
-            Ok(None) => Err(status::to_status(&crate::Error::StreamNotFound { stream })),
-            Err(e) => Err(status::to_status(&e)),
+            Ok(None) => Err(engine(crate::Error::StreamNotFound { stream })),
+            Err(e) => Err(engine(e)),
         }
     }
 
@@ -318,11 +239,12 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::SaveSnapshotRequest>,
     ) -> Result<Response<proto::SaveSnapshotResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
-        let store = Arc::clone(&self.shared.store);
-        // The save syncs the snapshot log: the blocking pool, not a runtime worker.
-        blocking(move || store.save_snapshot(&r.stream, Revision(r.revision), &r.schema, r.data))
-            .await?;
+        self.service
+            .save_snapshot(&who, r.stream, Revision(r.revision), r.schema, r.data)
+            .await
+            .map_err(engine)?;
         Ok(Response::new(proto::SaveSnapshotResponse {}))
     }
 
@@ -330,10 +252,14 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::LoadSnapshotRequest>,
     ) -> Result<Response<proto::LoadSnapshotResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let at_or_below = Revision(r.at_or_below.unwrap_or(u64::MAX));
-        let store = Arc::clone(&self.shared.store);
-        let snapshot = blocking(move || store.load_snapshot(&r.stream, at_or_below)).await?;
+        let snapshot = self
+            .service
+            .load_snapshot(&who, r.stream, at_or_below)
+            .await
+            .map_err(engine)?;
         let snapshot = snapshot.map(|s| self.snapshot_reply(s)).transpose()?;
         Ok(Response::new(proto::LoadSnapshotResponse { snapshot }))
     }
@@ -342,12 +268,16 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::SetStreamMetadataRequest>,
     ) -> Result<Response<proto::SetStreamMetadataResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let expected = convert::expected(r.expected);
-        let metadata = convert::stream_metadata(r.metadata)?;
-        let store = Arc::clone(&self.shared.store);
-        let result =
-            blocking(move || store.set_stream_metadata(&r.stream, expected, metadata)).await?;
+        let limit = self.service.store_config().event_bytes_max;
+        let metadata = convert::stream_metadata(r.metadata, limit)?;
+        let result = self
+            .service
+            .set_stream_metadata(&who, r.stream, expected, metadata)
+            .await
+            .map_err(engine)?;
         Ok(Response::new(proto::SetStreamMetadataResponse {
             metadata_revision: result.revision.0,
             position: result.last_position.0,
@@ -358,23 +288,30 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::GetStreamMetadataRequest>,
     ) -> Result<Response<proto::GetStreamMetadataResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
-        let store = Arc::clone(&self.shared.store);
-        let (current, history) = blocking(move || {
-            let current = store.stream_metadata(&r.stream)?;
-            let history = if r.include_history && current.is_some() {
-                store.stream_metadata_history(&r.stream)?
-            } else {
-                Vec::new()
-            };
-            Ok((current, history))
-        })
-        .await?;
+        let current = self
+            .service
+            .stream_metadata(&who, &r.stream)
+            .map_err(engine)?;
+        let history = match (&current, r.include_history) {
+            (Some(_), true) => {
+                let count = match r.history_max_count {
+                    0 => self.service.config().read_page_events,
+                    n => u64::from(n),
+                };
+                self.service
+                    .stream_metadata_history(&who, r.stream, Revision(r.history_from), count)
+                    .await
+                    .map_err(engine)?
+            }
+            _ => Vec::new(),
+        };
         let history: Vec<_> = history.iter().map(convert::metadata_version).collect();
         let current = current.map(|(revision, metadata)| {
             history
-                .last()
-                .filter(|h| h.metadata_revision == revision.0)
+                .iter()
+                .find(|h| h.metadata_revision == revision.0)
                 .cloned()
                 .unwrap_or_else(|| proto::StreamMetadataVersion {
                     metadata_revision: revision.0,
@@ -392,10 +329,14 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::DeleteStreamRequest>,
     ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let expected = convert::expected(r.expected);
-        let store = Arc::clone(&self.shared.store);
-        let position = blocking(move || store.delete_stream(&r.stream, expected)).await?;
+        let position = self
+            .service
+            .delete_stream(&who, r.stream, expected)
+            .await
+            .map_err(engine)?;
         Ok(Response::new(proto::DeleteStreamResponse {
             position: position.0,
         }))
@@ -405,10 +346,14 @@ impl EventStore for EventStoreService {
         &self,
         request: Request<proto::TombstoneStreamRequest>,
     ) -> Result<Response<proto::TombstoneStreamResponse>, Status> {
+        let who = self.caller(&request).await?;
         let r = request.into_inner();
         let expected = convert::expected(r.expected);
-        let store = Arc::clone(&self.shared.store);
-        let position = blocking(move || store.tombstone_stream(&r.stream, expected)).await?;
+        let position = self
+            .service
+            .tombstone_stream(&who, r.stream, expected)
+            .await
+            .map_err(engine)?;
         Ok(Response::new(proto::TombstoneStreamResponse {
             position: position.0,
         }))
@@ -416,40 +361,55 @@ impl EventStore for EventStoreService {
 
     async fn server_info(
         &self,
-        _request: Request<proto::ServerInfoRequest>,
+        request: Request<proto::ServerInfoRequest>,
     ) -> Result<Response<proto::ServerInfoResponse>, Status> {
-        let store = &self.shared.store;
-        let stats = store.stats();
-        let dir = store.dir().to_path_buf();
-        let segment_bytes = tokio::task::spawn_blocking(move || segment_bytes(&dir))
-            .await
-            .unwrap_or(0);
+        let who = self.caller(&request).await?;
+        let info = self.service.info(&who).await.map_err(engine)?;
         Ok(Response::new(proto::ServerInfoResponse {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            last_position: stats.last_position.0,
-            data_dir: store.dir().display().to_string(),
-            streams: stats.streams as u64,
-            event_types: stats.event_types as u64,
-            segments: stats.segments as u64,
-            segment_bytes,
-            fsync: store.config().fsync.to_string(),
-            subscriptions: self.shared.live.subscribers() as u64,
-            checkpoint_position: stats.checkpoint_position.0,
-            index_runs: stats.index_runs as u64,
-            memtable_events: stats.memtable_events,
+            version: info.version.to_string(),
+            last_position: info.last_position.0,
+            data_dir: info
+                .data_dir
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            streams: info.streams,
+            event_types: info.event_types,
+            segments: info.segments,
+            segment_bytes: info.segment_bytes,
+            fsync: info.fsync,
+            subscriptions: info.subscriptions,
+            checkpoint_position: info.checkpoint_position.0,
+            index_runs: info.index_runs,
+            memtable_events: info.memtable_events,
+            authentication: info.authentication,
         }))
     }
 }
 
-/// Total size of the segment files in `dir`.
-fn segment_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+/// A subscription message in the native API's form.
+fn native(message: SubscriptionMessage) -> proto::SubscribeResponse {
+    use proto::subscribe_response::Kind;
+    let kind = match message {
+        SubscriptionMessage::Events(events) => Kind::Events(proto::EventBatch {
+            events: events.iter().map(convert::recorded).collect(),
+        }),
+        SubscriptionMessage::Checkpoint { position } => {
+            Kind::Checkpoint(proto::Checkpoint { position })
+        }
+        SubscriptionMessage::CaughtUp { position, revision } => {
+            Kind::CaughtUp(proto::CaughtUp { position, revision })
+        }
+        SubscriptionMessage::FellBehind { position } => {
+            Kind::FellBehind(proto::FellBehind { position })
+        }
     };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
+    proto::SubscribeResponse { kind: Some(kind) }
+}
+
+/// The status that ends a subscription: `Closed` there means the server is shutting down.
+fn subscription_error(e: &crate::Error) -> Status {
+    match e {
+        crate::Error::Closed => status::shutting_down(),
+        e => status::to_status(e),
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{ActualRevision, Error};
+use crate::error::{ActualRevision, Error, Limit};
 use crate::types::ExpectedRevision;
 
 /// The `ErrorInfo` domain of every statestore error.
@@ -54,11 +54,12 @@ pub fn to_status(error: &Error) -> Status {
             limit,
             actual,
         } => {
-            meta.insert("what".into(), (*what).to_string());
+            meta.insert("what".into(), what.name().to_string());
             meta.insert("limit".into(), limit.to_string());
             meta.insert("actual".into(), actual.to_string());
-            // Sizes in bytes exhaust a resource; counts are a malformed request.
-            let code = if what.contains("bytes") {
+            // Sizes and server resources are exhausted; counts and names are a malformed
+            // request.
+            let code = if what.is_size() {
                 Code::ResourceExhausted
             } else {
                 Code::InvalidArgument
@@ -73,6 +74,18 @@ pub fn to_status(error: &Error) -> Status {
         Error::Poisoned { .. } => (Code::Unavailable, "POISONED"),
         Error::Closed => (Code::Unavailable, "CLOSED"),
         Error::Locked { .. } => (Code::Unavailable, "LOCKED"),
+        Error::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        Error::PermissionDenied {
+            principal,
+            access,
+            stream,
+        } => {
+            meta.insert("principal".into(), principal.clone());
+            meta.insert("access".into(), (*access).to_string());
+            meta.insert("stream".into(), stream.clone());
+            (Code::PermissionDenied, "PERMISSION_DENIED")
+        }
+        Error::Internal(_) => (Code::Internal, "INTERNAL"),
         Error::Io { path, .. } => {
             meta.insert("path".into(), path.display().to_string());
             (Code::Internal, "IO")
@@ -114,7 +127,7 @@ pub fn rewrite_too_large<B: Default>(
         return response;
     };
     let mut meta = HashMap::new();
-    meta.insert("what".into(), "request message bytes".into());
+    meta.insert("what".into(), Limit::RequestBytes.name().into());
     meta.insert("limit".into(), limit.to_string());
     // tonic says "found N bytes, the limit is: L bytes".
     if let Some(found) = message

@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
 use super::{Shared, Store, writer};
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 use crate::types::{
     AppendResult, Direction, ExpectedRevision, Position, RecordedEvent, Revision, StreamAppend,
 };
@@ -406,7 +406,7 @@ impl Store {
         let limit = self.shared.config.event_bytes_max;
         if bytes > limit {
             return Err(Error::LimitExceeded {
-                what: "stream metadata bytes",
+                what: Limit::MetadataBytes,
                 limit,
                 actual: bytes,
             });
@@ -467,6 +467,33 @@ impl Store {
         }
     }
 
+    /// At most `count` versions of `stream`'s metadata from metadata revision `from`, oldest
+    /// first. Empty when none was ever set (or none is at or after `from`).
+    pub fn stream_metadata_history_page(
+        &self,
+        stream: &str,
+        from: Revision,
+        count: u64,
+    ) -> Result<Vec<StreamMetadataRecord>> {
+        let meta_stream = metadata_stream_of(stream);
+        let events = match self.read_stream(&meta_stream, from, Direction::Forwards, count) {
+            Ok(events) => events,
+            Err(Error::StreamNotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        events
+            .iter()
+            .map(|e| {
+                Ok(StreamMetadataRecord {
+                    revision: e.revision,
+                    position: e.position,
+                    timestamp_us: e.timestamp_us,
+                    metadata: StreamMetadata::from_json(e.data())?,
+                })
+            })
+            .collect()
+    }
+
     /// Soft-deletes `stream`: it reads as not found and its events are no longer visible
     /// anywhere; its snapshots are removed. A later append brings it back, its revisions
     /// continuing from where they were (`NoStream` and `Any` are accepted as expected
@@ -522,7 +549,7 @@ impl Store {
         let meta_len = (stream.len() + METADATA_STREAM_PREFIX.len()) as u64;
         if meta_len > config.stream_name_bytes_max {
             return Err(Error::LimitExceeded {
-                what: "stream name bytes (of its metadata stream)",
+                what: Limit::MetadataStreamNameBytes,
                 limit: config.stream_name_bytes_max,
                 actual: meta_len,
             });

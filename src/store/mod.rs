@@ -34,6 +34,7 @@ pub use lifecycle::{
     StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
 };
 pub(crate) use raw::Walk;
+pub(crate) use validate::check_stream_name;
 
 type Listener = Box<dyn Fn(Position) + Send + Sync>;
 
@@ -303,6 +304,47 @@ impl Store {
         }
     }
 
+    /// Like [`Store::append_multi_with`], but never blocks: when the writer's queue is full the
+    /// checked append comes back as [`QueueFull`], for the caller to hand over with
+    /// [`QueueFull::wait`] where blocking is allowed. An async caller tries this on its worker
+    /// and moves to a blocking thread only when the queue is full.
+    pub fn try_append_multi_with(
+        &self,
+        mut parts: Vec<StreamAppend>,
+        done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
+    ) -> std::result::Result<(), QueueFull> {
+        let reply = writer::Replier::callback(Box::new(done));
+        let encoded_bytes = match validate::prepare_append(&self.shared.config, &mut parts) {
+            Ok(n) => n,
+            Err(e) => {
+                reply.send(Err(e));
+                return Ok(());
+            }
+        };
+        if let Some(cause) = self.shared.poison_cause() {
+            reply.send(Err(Error::Poisoned { cause }));
+            return Ok(());
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            reply.send(Err(Error::Closed));
+            return Ok(());
+        };
+        let request = writer::Request {
+            parts,
+            op: None,
+            encoded_bytes,
+            reply,
+        };
+        match tx.try_send(request) {
+            Err(mpsc::TrySendError::Full(request)) => Err(QueueFull {
+                tx: tx.clone(),
+                request,
+            }),
+            // Disconnected: the writer has stopped; dropping the request answers `Closed`.
+            Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+
     fn submit(&self, parts: Vec<StreamAppend>, reply: writer::Replier) -> Result<()> {
         // The error is returned; dropping the replier fills a slot nobody waits on.
         self.submit_or_return(parts, reply).map_err(|(e, _reply)| e)
@@ -437,5 +479,20 @@ impl Drop for Store {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "closing the store failed");
         }
+    }
+}
+
+/// A checked append that did not fit in the writer's full queue (see
+/// [`Store::try_append_multi_with`]).
+pub struct QueueFull {
+    tx: mpsc::SyncSender<writer::Request>,
+    request: writer::Request,
+}
+
+impl QueueFull {
+    /// Queues the append, blocking until the writer has room. Its callback answers as usual.
+    pub fn wait(self) {
+        // A send fails only when the writer has stopped; dropping the request answers `Closed`.
+        let _ = self.tx.send(self.request);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Shared, Store, lifecycle};
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 use crate::log::frame::{self, Decoded, DecodedFrame, FRAME_PREFIX_BYTES};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 use crate::log::{Location, SegmentView};
@@ -207,7 +207,7 @@ impl Store {
         let limit = self.shared.config.read_count_max;
         if max_count > limit {
             return Err(Error::LimitExceeded {
-                what: "events per read",
+                what: Limit::ReadCount,
                 limit,
                 actual: max_count,
             });

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::Store;
 use super::validate::check_name;
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 use crate::snapshot::Snapshot;
 use crate::snapshot::record::SCHEMA_BYTES_MAX;
 use crate::types::{Direction, RecordedEvent, Revision};
@@ -34,11 +34,11 @@ impl Store {
         data: Bytes,
     ) -> Result<()> {
         let config = &self.shared.config;
-        check_name("stream name", stream, config.stream_name_bytes_max)?;
-        check_name("snapshot schema", schema, SCHEMA_BYTES_MAX as u64)?;
+        check_name(Limit::StreamNameBytes, stream, config.stream_name_bytes_max)?;
+        check_name(Limit::SnapshotSchemaBytes, schema, SCHEMA_BYTES_MAX as u64)?;
         if data.len() as u64 > config.snapshot_bytes_max {
             return Err(Error::LimitExceeded {
-                what: "snapshot bytes",
+                what: Limit::SnapshotBytes,
                 limit: config.snapshot_bytes_max,
                 actual: data.len() as u64,
             });

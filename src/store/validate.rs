@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::lifecycle::{METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, TOMBSTONE_EVENT_TYPE};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 use crate::log::frame::{self, EventBody};
 use crate::types::{EventData, StreamAppend};
 
@@ -20,7 +20,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
         ));
     }
     limit(
-        "streams in one append",
+        Limit::AppendStreams,
         config.append_streams_max,
         parts.len() as u64,
     )?;
@@ -42,11 +42,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
             )));
         }
         events_total += part.events.len() as u64;
-        limit(
-            "events in one append",
-            config.append_events_max,
-            events_total,
-        )?;
+        limit(Limit::AppendEvents, config.append_events_max, events_total)?;
         // One event needs no duplicate check, and is the common case.
         let many = part.events.len() > 1;
         let mut ids = HashSet::with_capacity(if many { part.events.len() } else { 0 });
@@ -72,12 +68,16 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
             }) as u64;
         }
     }
-    limit("bytes in one append", config.append_bytes_max, bytes_total)?;
+    limit(Limit::AppendBytes, config.append_bytes_max, bytes_total)?;
     Ok(bytes_total)
 }
 
 fn check_event(config: &Config, event: &EventData) -> Result<()> {
-    check_name("event type", &event.event_type, config.event_type_bytes_max)?;
+    check_name(
+        Limit::EventTypeBytes,
+        &event.event_type,
+        config.event_type_bytes_max,
+    )?;
     if [METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE].contains(&event.event_type.as_str()) {
         return Err(Error::InvalidArgument(format!(
             "the event type '{}' is reserved for the store's own records",
@@ -85,7 +85,7 @@ fn check_event(config: &Config, event: &EventData) -> Result<()> {
         )));
     }
     limit(
-        "event bytes (data + metadata)",
+        Limit::EventBytes,
         config.event_bytes_max,
         event.data.len() as u64 + event.metadata.len() as u64,
     )
@@ -93,8 +93,8 @@ fn check_event(config: &Config, event: &EventData) -> Result<()> {
 
 /// A stream name a client may append to: a valid name, not a `$$` metadata stream (those are
 /// written only through the stream metadata calls).
-pub(super) fn check_stream_name(config: &Config, stream: &str) -> Result<()> {
-    check_name("stream name", stream, config.stream_name_bytes_max)?;
+pub(crate) fn check_stream_name(config: &Config, stream: &str) -> Result<()> {
+    check_name(Limit::StreamNameBytes, stream, config.stream_name_bytes_max)?;
     if stream.starts_with(METADATA_STREAM_PREFIX) {
         return Err(Error::InvalidArgument(format!(
             "stream '{stream}' is a metadata stream (its name starts with '{METADATA_STREAM_PREFIX}'); \
@@ -105,14 +105,15 @@ pub(super) fn check_stream_name(config: &Config, stream: &str) -> Result<()> {
 }
 
 /// Names are non-empty, at most `max` bytes, and free of control characters.
-pub(super) fn check_name(what: &'static str, name: &str, max: u64) -> Result<()> {
+pub(super) fn check_name(what: Limit, name: &str, max: u64) -> Result<()> {
+    let noun = what.describe().trim_end_matches(" bytes");
     if name.is_empty() {
-        return Err(Error::InvalidArgument(format!("{what} is empty")));
+        return Err(Error::InvalidArgument(format!("{noun} is empty")));
     }
     limit(what, max, name.len() as u64)?;
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(Error::InvalidArgument(format!(
-            "{what} '{}' contains the control character {:?}",
+            "{noun} '{}' contains the control character {:?}",
             name.escape_debug(),
             c
         )));
@@ -120,7 +121,7 @@ pub(super) fn check_name(what: &'static str, name: &str, max: u64) -> Result<()>
     Ok(())
 }
 
-fn limit(what: &'static str, limit: u64, actual: u64) -> Result<()> {
+fn limit(what: Limit, limit: u64, actual: u64) -> Result<()> {
     if actual > limit {
         return Err(Error::LimitExceeded {
             what,

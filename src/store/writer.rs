@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use super::Shared;
 use super::lifecycle::{self, LifecycleOp, StreamLife, StreamMetadata};
 use crate::config::FsyncPolicy;
-use crate::error::{ActualRevision, Error, Result};
+use crate::error::{ActualRevision, Error, Limit, Result};
 use crate::index::{Index, IndexEntry};
 use crate::log::LogWriter;
 use crate::log::frame::{self, EventBody, EventHeader};
@@ -586,7 +586,7 @@ impl Writer {
             // Only possible for an append at the size limit that also brings a deleted stream
             // back (its metadata record is added to the commit).
             return Err(Error::LimitExceeded {
-                what: "bytes in one commit (with the record that brings the stream back)",
+                what: Limit::CommitBytes,
                 limit: room,
                 actual: commit_bytes,
             });

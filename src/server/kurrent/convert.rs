@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Status;
@@ -12,8 +13,7 @@ use super::errors;
 use super::proto::event_store::client::streams::read_req::options::filter_options;
 use super::proto::event_store::client::streams::{self as wire, read_resp};
 use super::proto::event_store::client::{self as shared};
-use crate::server::proto as native;
-use crate::server::subscribe::Matcher;
+use crate::service::Matcher;
 use crate::types::{ContentType, EventData, ExpectedRevision, Filter, Revision, StreamFilter};
 
 pub const JSON: &str = "application/json";
@@ -126,25 +126,6 @@ impl<'a> EventView<'a> {
             metadata: e.metadata_bytes(),
         }
     }
-
-    pub fn of_native(e: &'a native::RecordedEvent) -> EventView<'a> {
-        let id = <[u8; 16]>::try_from(e.id.as_ref()).map_or(Uuid::nil(), Uuid::from_bytes);
-        EventView {
-            stream: &e.stream,
-            event_type: &e.event_type,
-            revision: e.revision,
-            position: e.position,
-            id,
-            content_type: if e.content_type == native::ContentType::Binary as i32 {
-                ContentType::Binary
-            } else {
-                ContentType::Json
-            },
-            timestamp_us: e.timestamp_us,
-            data: e.data.clone(),
-            metadata: e.metadata.clone(),
-        }
-    }
 }
 
 /// Builds `ReadResp`s for one reader: ids in the form it asked for, and one shared copy of the
@@ -234,7 +215,48 @@ pub struct WireFilter {
 /// The default window of a filter that does not give one.
 const DEFAULT_WINDOW: u64 = 32;
 
-pub fn filter(
+/// Longest regular expression a filter may hold, in bytes.
+pub const FILTER_REGEX_BYTES_MAX: usize = 4096;
+/// Steps one match of a filter's regular expression may take (backtracking), so that a
+/// pathological pattern costs a bounded time per name.
+pub const FILTER_REGEX_STEPS_MAX: usize = 100_000;
+/// Memory the compiled regular expression may use.
+const FILTER_REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// Matching time a call may spend at once, and how fast that budget refills: a filter may use
+/// a tenth of a core on average, in bursts of up to a second. A call that spends it fails.
+const MATCH_BUDGET: Duration = Duration::from_secs(1);
+const MATCH_REFILL_PER_S: Duration = Duration::from_millis(100);
+
+/// A filter from a request. Its regular expression is compiled on the blocking pool (with its
+/// size bounded first), never on a runtime worker.
+pub async fn filter(
+    options: Option<wire::read_req::options::FilterOption>,
+) -> Result<WireFilter, Status> {
+    let regex_bytes = match &options {
+        Some(wire::read_req::options::FilterOption::Filter(f)) => match &f.filter {
+            Some(
+                filter_options::Filter::StreamIdentifier(e) | filter_options::Filter::EventType(e),
+            ) => e.regex.len(),
+            None => 0,
+        },
+        _ => 0,
+    };
+    if regex_bytes > FILTER_REGEX_BYTES_MAX {
+        return Err(errors::from_engine(&crate::Error::LimitExceeded {
+            what: crate::Limit::FilterRegexBytes,
+            limit: FILTER_REGEX_BYTES_MAX as u64,
+            actual: regex_bytes as u64,
+        }));
+    }
+    if regex_bytes == 0 {
+        return filter_now(options);
+    }
+    tokio::task::spawn_blocking(move || filter_now(options))
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("filter compilation failed: {e}"))))
+}
+
+fn filter_now(
     options: Option<wire::read_req::options::FilterOption>,
 ) -> Result<WireFilter, Status> {
     use wire::read_req::options::FilterOption;
@@ -264,9 +286,14 @@ pub fn filter(
         }
     };
     let rule = if !expression.regex.is_empty() {
-        let regex = fancy_regex::Regex::new(&expression.regex).map_err(|e| {
-            errors::invalid_argument(format!("filter regex '{}': {e}", expression.regex))
-        })?;
+        let regex = fancy_regex::RegexBuilder::new(&expression.regex)
+            .backtrack_limit(FILTER_REGEX_STEPS_MAX)
+            .delegate_size_limit(FILTER_REGEX_COMPILED_BYTES_MAX)
+            .delegate_dfa_size_limit(FILTER_REGEX_COMPILED_BYTES_MAX)
+            .build()
+            .map_err(|e| {
+                errors::invalid_argument(format!("filter regex '{}': {e}", expression.regex))
+            })?;
         Rule::Regex(regex)
     } else if !expression.prefix.is_empty() {
         // One stream prefix is the engine's own filter; anything else is matched here.
@@ -288,7 +315,14 @@ pub fn filter(
     };
     Ok(WireFilter {
         filter: Filter::default(),
-        matcher: Some(Arc::new(FilterMatcher { on_stream, rule })),
+        matcher: Some(Arc::new(FilterMatcher {
+            on_stream,
+            rule,
+            budget: parking_lot::Mutex::new(Budget {
+                left: MATCH_BUDGET,
+                at: Instant::now(),
+            }),
+        })),
         checkpoint_interval,
     })
 }
@@ -302,15 +336,41 @@ enum Rule {
 struct FilterMatcher {
     on_stream: bool,
     rule: Rule,
+    budget: parking_lot::Mutex<Budget>,
+}
+
+/// Matching time left to a call, refilled with time.
+struct Budget {
+    left: Duration,
+    at: Instant,
 }
 
 impl Matcher for FilterMatcher {
-    fn matches(&self, stream: &str, event_type: &str) -> bool {
+    fn matches(&self, stream: &str, event_type: &str) -> Result<bool, crate::Error> {
         let subject = if self.on_stream { stream } else { event_type };
         match &self.rule {
-            // A regex that exceeds the backtracking limit on a name does not match it.
-            Rule::Regex(r) => r.is_match(subject).unwrap_or(false),
-            Rule::Prefixes(p) => p.iter().any(|p| subject.starts_with(p.as_str())),
+            Rule::Prefixes(p) => Ok(p.iter().any(|p| subject.starts_with(p.as_str()))),
+            Rule::Regex(r) => {
+                let started = Instant::now();
+                let matched = r.is_match(subject);
+                let spent = started.elapsed();
+                let mut budget = self.budget.lock();
+                let refill = MATCH_REFILL_PER_S.mul_f64(budget.at.elapsed().as_secs_f64());
+                budget.at = Instant::now();
+                budget.left = (budget.left + refill).min(MATCH_BUDGET);
+                let over = crate::Error::LimitExceeded {
+                    what: crate::Limit::FilterRegexSteps,
+                    limit: FILTER_REGEX_STEPS_MAX as u64,
+                    actual: FILTER_REGEX_STEPS_MAX as u64 + 1,
+                };
+                match budget.left.checked_sub(spent) {
+                    Some(left) => budget.left = left,
+                    None => return Err(over),
+                }
+                // A name on which the pattern runs past its step limit fails the call rather
+                // than silently not matching.
+                matched.map_err(|_| over)
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use super::convert;
 use super::proto::event_store::client::{self as shared};
 use super::proto::google::rpc;
-use crate::error::{ActualRevision, Error};
+use crate::error::{ActualRevision, Error, Limit};
 use crate::types::ExpectedRevision;
 
 fn with_trailers(
@@ -96,15 +96,28 @@ pub fn from_engine(error: &Error) -> Status {
         Error::StreamDeleted { stream } => stream_deleted(stream),
         Error::InvalidArgument(_) | Error::InvalidConfig(_) => invalid_argument(error.to_string()),
         Error::LimitExceeded {
-            what: "bytes in one append",
+            what: Limit::AppendBytes,
             limit,
             ..
         } => maximum_append_size(*limit),
-        Error::LimitExceeded { .. } => invalid_argument(error.to_string()),
+        Error::LimitExceeded { what, .. } if !what.is_size() => invalid_argument(error.to_string()),
         Error::Closed | Error::Poisoned { .. } | Error::Locked { .. } => {
             Status::unavailable(format!("Server Is Not Ready: {error}"))
         }
         Error::Corruption { .. } => Status::data_loss(error.to_string()),
+        Error::PermissionDenied { .. } => with_trailers(
+            Code::PermissionDenied,
+            "Access Denied",
+            &[("exception", "access-denied")],
+        ),
+        Error::Unauthenticated(_) => with_trailers(
+            Code::Unauthenticated,
+            error.to_string(),
+            &[("exception", "not-authenticated")],
+        ),
+        Error::LimitExceeded { what, .. } if what.is_size() => {
+            Status::resource_exhausted(error.to_string())
+        }
         _ => Status::internal(error.to_string()),
     }
 }
@@ -164,7 +177,7 @@ pub fn batch_status(
             )),
         },
         Error::LimitExceeded {
-            what: "bytes in one append",
+            what: Limit::AppendBytes,
             limit,
             ..
         } => rpc::Status {
@@ -176,6 +189,11 @@ pub fn batch_status(
                     max_append_size: u32::try_from(*limit).unwrap_or(u32::MAX),
                 },
             )),
+        },
+        Error::PermissionDenied { .. } => rpc::Status {
+            code: Code::PermissionDenied as i32,
+            message: "Access Denied".into(),
+            details: Some(any("AccessDenied", &shared::AccessDenied {})),
         },
         Error::InvalidArgument(_) | Error::LimitExceeded { .. } => bad_request(error.to_string()),
         _ => rpc::Status {

@@ -3,7 +3,7 @@
 //! statestore unchanged (`esdb://host:2113?Tls=false`, `kurrentdb://host:2113?tls=false`).
 //!
 //! This module is a translation layer only: it turns the protocol's requests into calls on the
-//! same [`crate::Store`] the native service uses, and the engine's answers and errors into the
+//! same [`crate::service::Service`] the native service uses, and the engine's answers and errors into the
 //! protocol's messages, statuses and trailers. The engine and the native API know nothing of
 //! it. The protocol's quirks live here:
 //! - positions are the engine's positions (commit = prepare = position, first event at 1);
@@ -27,7 +27,7 @@ mod streams;
 
 use std::sync::Arc;
 
-use super::Shared;
+use crate::service::Service;
 
 /// The generated code for `proto/kurrentdb`, one module per protobuf package.
 pub mod proto {
@@ -91,10 +91,14 @@ pub(crate) struct Services {
     pub persistent: PersistentServer,
 }
 
-pub(crate) fn services(shared: &Arc<Shared>, config: &KurrentConfig) -> Services {
-    let limit = shared.config.message_bytes_max;
+pub(crate) fn services(
+    service: &Arc<Service>,
+    server: &super::ServerConfig,
+    config: &KurrentConfig,
+) -> Services {
+    let limit = server.message_bytes_max;
     Services {
-        streams: StreamsServer::new(streams::StreamsService::new(Arc::clone(shared)))
+        streams: StreamsServer::new(streams::StreamsService::new(Arc::clone(service)))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         gossip: GossipServer::new(cluster::GossipService::new(config.clone())),

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::Stream;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, EventView};
@@ -25,36 +25,57 @@ use super::proto::event_store::client::streams::{
     self as wire, append_req, append_resp, batch_append_req, batch_append_resp, read_req,
     read_resp, streams_server::Streams,
 };
-use crate::error::{ActualRevision, Error};
-use crate::server::Shared;
-use crate::server::proto as native;
-use crate::server::subscribe::{Feed, Subscription, Target};
+use crate::METADATA_STREAM_PREFIX;
+use crate::error::{ActualRevision, Error, Limit};
+use crate::server::caller;
+use crate::service::{AllRead, Principal, Service, StreamRead, SubscriptionMessage, Target};
 use crate::types::{
     AppendResult, Direction, EventData, ExpectedRevision, Position, Revision, StreamAppend,
 };
-use crate::{METADATA_STREAM_PREFIX, StreamMetadata};
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Pages a reader may have in flight between its task and its connection.
-const READ_BUFFER_PAGES: usize = 4;
 /// Batch append replies buffered for one connection.
 const BATCH_REPLY_BUFFER: usize = 64;
+/// Batches of one BatchAppend call being received at once (not yet final). One more ends the
+/// call with RESOURCE_EXHAUSTED: a client that never finishes its batches cannot make the
+/// server hold them without bound.
+pub const PENDING_BATCHES_MAX: usize = 64;
+/// Bytes an event's type and metadata map add beyond their text (field tags and lengths).
+const PROPOSED_OVERHEAD_BYTES: u64 = 16;
 
 pub struct StreamsService {
-    shared: Arc<Shared>,
+    service: Arc<Service>,
 }
 
 impl StreamsService {
-    pub fn new(shared: Arc<Shared>) -> StreamsService {
-        StreamsService { shared }
+    pub fn new(service: Arc<Service>) -> StreamsService {
+        StreamsService { service }
     }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        caller(&self.service, request)
+            .await
+            .map_err(|e| errors::from_engine(&e))
+    }
+}
+
+/// The bytes a proposed event adds to an append: everything the client sent for it, its type
+/// and metadata map included, counted as the messages arrive (before any conversion).
+fn proposed_bytes(
+    data: &[u8],
+    custom_metadata: &[u8],
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> u64 {
+    let map: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (data.len() + custom_metadata.len() + map) as u64 + PROPOSED_OVERHEAD_BYTES
 }
 
 /// Appends `events` to `stream`, or, for a `$$S` metadata stream, sets S's metadata from the
 /// one event's JSON (the engine keeps metadata as its own records in `$$S`).
 async fn write(
-    shared: &Arc<Shared>,
+    service: &Service,
+    who: &Principal,
     stream: String,
     expected: ExpectedRevision,
     mut events: Vec<EventData>,
@@ -68,46 +89,35 @@ async fn write(
             )));
         }
         let event = events.pop().unwrap_or_else(|| EventData::json("", ""));
-        let metadata = StreamMetadata::from_json(&event.data)?;
-        let store = Arc::clone(&shared.store);
-        let target = target.to_string();
-        return blocking(move || store.set_stream_metadata(&target, expected, metadata)).await;
+        return service
+            .set_stream_metadata_json(who, target.to_string(), expected, &event.data)
+            .await;
     }
-    let (tx, rx) = oneshot::channel();
-    shared.store.append_multi_with(
-        vec![StreamAppend::new(stream, expected, events)],
-        move |result| {
-            let _ = tx.send(result);
-        },
-    );
-    let mut results = rx.await.map_err(|_| Error::Closed)??;
+    let mut results = service
+        .append(who, vec![StreamAppend::new(stream, expected, events)])
+        .await?;
     results
         .pop()
-        .ok_or_else(|| Error::InvalidArgument("append returned no result".into()))
-}
-
-/// Runs an engine call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> crate::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::InvalidArgument(format!("engine task failed: {e}"))))
+        .ok_or_else(|| Error::Internal("append returned no result".into()))
 }
 
 /// The stream's current revision as a wrong-expected-version reply states it; a tombstoned or
 /// unreadable stream counts as none.
-fn current_revision(shared: &Shared, stream: &str) -> Option<u64> {
-    shared
-        .store
-        .stream_revision(stream)
+fn current_revision(service: &Service, who: &Principal, stream: &str) -> Option<u64> {
+    service
+        .stream_revision(who, stream)
         .ok()
         .flatten()
         .map(|r| r.0)
 }
 
 /// The current revision a wrong-version error reports, or `None` when the error is another.
-fn wrong_version_current(shared: &Shared, stream: &str, error: &Error) -> Option<Option<u64>> {
+fn wrong_version_current(
+    service: &Service,
+    who: &Principal,
+    stream: &str,
+    error: &Error,
+) -> Option<Option<u64>> {
     match error {
         Error::WrongExpectedRevision { actual, .. } => Some(match actual {
             ActualRevision::Revision(r) => Some(r.0),
@@ -115,7 +125,7 @@ fn wrong_version_current(shared: &Shared, stream: &str, error: &Error) -> Option
         }),
         // A retry whose ids do not match what is stored: KurrentDB's "corrupted idempotency",
         // reported as a wrong expected version.
-        Error::IdempotencyConflict { .. } => Some(current_revision(shared, stream)),
+        Error::IdempotencyConflict { .. } => Some(current_revision(service, who, stream)),
         _ => None,
     }
 }
@@ -191,14 +201,14 @@ fn append_wrong_version(expected: ExpectedRevision, current: Option<u64>) -> wir
 /// An append with no events: nothing is written; the reply says where the stream is, if the
 /// expected revision holds.
 fn empty_append(
-    shared: &Shared,
+    service: &Service,
+    who: &Principal,
     stream: &str,
     expected: ExpectedRevision,
 ) -> Result<wire::AppendResp, Status> {
     use append_resp::success::{CurrentRevisionOption, PositionOption};
-    let current = shared
-        .store
-        .stream_revision(stream)
+    let current = service
+        .stream_revision(who, stream)
         .map_err(|e| errors::from_engine(&e))?
         .map(|r| r.0);
     let holds = match expected {
@@ -234,17 +244,19 @@ fn delete_error(stream: &str, expected: ExpectedRevision, error: &Error) -> Stat
     }
 }
 
-/// A reader task's pages, sent to the client one message per event (the protocol's shape).
-/// The task hands over whole pages, so the channel costs one send per page, not per event.
+/// A read's pages, sent to the client one message per event (the protocol's shape). Each page
+/// is converted when the connection asks for its first message.
 struct Pages {
-    rx: mpsc::Receiver<Result<Vec<wire::ReadResp>, Status>>,
+    pages: Pin<Box<dyn Stream<Item = Result<Vec<wire::ReadResp>, Status>> + Send>>,
     current: std::vec::IntoIter<wire::ReadResp>,
 }
 
 impl Pages {
-    fn new(rx: mpsc::Receiver<Result<Vec<wire::ReadResp>, Status>>) -> Pages {
+    fn new(
+        pages: impl Stream<Item = Result<Vec<wire::ReadResp>, Status>> + Send + 'static,
+    ) -> Pages {
         Pages {
-            rx,
+            pages: Box::pin(pages),
             current: Vec::new().into_iter(),
         }
     }
@@ -258,13 +270,22 @@ impl Stream for Pages {
             if let Some(message) = self.current.next() {
                 return Poll::Ready(Some(Ok(message)));
             }
-            match std::task::ready!(self.rx.poll_recv(cx)) {
+            match std::task::ready!(self.pages.as_mut().poll_next(cx)) {
                 Some(Ok(page)) => self.current = page.into_iter(),
                 Some(Err(status)) => return Poll::Ready(Some(Err(status))),
                 None => return Poll::Ready(None),
             }
         }
     }
+}
+
+/// Engine events as the protocol's read messages.
+fn read_resps(events: &[crate::RecordedEvent], structured: bool) -> Vec<wire::ReadResp> {
+    let mut convert = convert::Converter::new(structured);
+    events
+        .iter()
+        .map(|e| convert.read_resp(EventView::of_engine(e)))
+        .collect()
 }
 
 /// Where a read starts.
@@ -291,24 +312,22 @@ fn now_timestamp() -> prost_types::Timestamp {
     }
 }
 
-impl Feed for KurrentFeed {
-    type Item = wire::ReadResp;
-
-    fn events(&self, events: Vec<native::RecordedEvent>, _budget: usize) -> Vec<wire::ReadResp> {
-        let mut convert = convert::Converter::new(self.structured_ids);
-        events
-            .iter()
-            .map(|e| convert.read_resp(EventView::of_native(e)))
-            .collect()
-    }
-
-    fn checkpoint(&self, position: u64) -> wire::ReadResp {
-        wire::ReadResp {
-            content: Some(read_resp::Content::Checkpoint(read_resp::Checkpoint {
-                commit_position: position,
-                prepare_position: position,
-                timestamp: Some(now_timestamp()),
-            })),
+impl KurrentFeed {
+    fn messages(&self, message: SubscriptionMessage) -> Vec<wire::ReadResp> {
+        match message {
+            SubscriptionMessage::Events(events) => read_resps(&events, self.structured_ids),
+            SubscriptionMessage::Checkpoint { position } => vec![wire::ReadResp {
+                content: Some(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                    commit_position: position,
+                    prepare_position: position,
+                    timestamp: Some(now_timestamp()),
+                })),
+            }],
+            SubscriptionMessage::CaughtUp { position, revision } => {
+                vec![self.caught_up(position, revision)]
+            }
+            // KurrentDB does not tell clients it fell behind: the fallback to disk is silent.
+            SubscriptionMessage::FellBehind { .. } => Vec::new(),
         }
     }
 
@@ -329,15 +348,6 @@ impl Feed for KurrentFeed {
                 position,
             })),
         }
-    }
-
-    /// KurrentDB does not tell clients it fell behind: the fallback to disk is silent.
-    fn fell_behind(&self, _position: u64) -> Option<wire::ReadResp> {
-        None
-    }
-
-    fn error(&self, error: &Error) -> Status {
-        errors::from_engine(error)
     }
 }
 
@@ -361,48 +371,41 @@ impl StreamsService {
     /// Deletes or tombstones a stream; the position of the record written.
     async fn remove(
         &self,
+        who: &Principal,
         stream: Option<super::proto::event_store::client::StreamIdentifier>,
         expected: ExpectedRevision,
         removal: Removal,
     ) -> Result<u64, Status> {
         let stream = convert::stream_name(stream)?;
-        let store = Arc::clone(&self.shared.store);
         let name = stream.clone();
-        blocking(move || match removal {
-            Removal::Delete => store.delete_stream(&name, expected),
-            Removal::Tombstone => store.tombstone_stream(&name, expected),
-        })
-        .await
+        match removal {
+            Removal::Delete => self.service.delete_stream(who, name, expected).await,
+            Removal::Tombstone => self.service.tombstone_stream(who, name, expected).await,
+        }
         .map(|p| p.0)
         .map_err(|e| delete_error(&stream, expected, &e))
     }
 
-    fn page(&self) -> u64 {
-        self.shared.config.read_page_events
-    }
-
     /// A `$$S` stream of a tombstoned S reads as deleted.
-    fn check_metadata_stream(&self, stream: &str) -> Result<(), Status> {
+    fn check_metadata_stream(&self, who: &Principal, stream: &str) -> Result<(), Status> {
         if let Some(target) = stream.strip_prefix(METADATA_STREAM_PREFIX)
-            && let Err(Error::StreamDeleted { .. }) = self.shared.store.stream_revision(target)
+            && let Err(Error::StreamDeleted { .. }) = self.service.stream_revision(who, target)
         {
             return Err(errors::stream_deleted(stream));
         }
         Ok(())
     }
 
-    fn read_stream(
+    async fn read_stream(
         &self,
+        who: &Principal,
         stream: String,
         from: From,
         direction: Direction,
         count: u64,
         structured: bool,
     ) -> Result<Pages, Status> {
-        self.check_metadata_stream(&stream)?;
-        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
-        let store = Arc::clone(&self.shared.store);
-        let page = self.page();
+        self.check_metadata_stream(who, &stream)?;
         let mut next = match from {
             From::Start => 0,
             From::End => u64::MAX,
@@ -413,7 +416,7 @@ impl StreamsService {
         // version (clients read `$$S` forwards from the start and take the first event). The
         // engine keeps every version, as history.
         if stream.starts_with(METADATA_STREAM_PREFIX)
-            && let Ok(Some(Revision(last))) = self.shared.store.stream_revision(&stream)
+            && let Ok(Some(Revision(last))) = self.service.stream_revision(who, &stream)
         {
             match direction {
                 Direction::Forwards => next = next.max(last),
@@ -424,74 +427,38 @@ impl StreamsService {
                 Direction::Backwards => count = 0,
             }
         }
-        tokio::spawn(async move {
-            let mut left = count;
-            let mut first = true;
-            while left > 0 {
-                let want = left.min(page);
-                let name = stream.clone();
-                let store = Arc::clone(&store);
-                let read = tokio::task::spawn_blocking(move || {
-                    let events = store.read_stream(&name, Revision(next), direction, want)?;
-                    let last = events.last().map(|e| e.revision.0);
-                    let mut convert = convert::Converter::new(structured);
-                    let messages: Vec<_> = events
-                        .iter()
-                        .map(|e| convert.read_resp(EventView::of_engine(e)))
-                        .collect();
-                    Ok::<_, Error>((messages, last))
-                })
-                .await;
-                let (messages, last) = match read {
-                    Ok(Ok(page)) => page,
-                    Ok(Err(Error::StreamNotFound { .. })) => {
-                        if first {
-                            let _ = tx.send(Ok(vec![stream_not_found(&stream)])).await;
-                        }
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(errors::from_engine(&e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("read task: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                first = false;
-                let n = messages.len() as u64;
-                if tx.send(Ok(messages)).await.is_err() {
-                    return;
-                }
-                left -= n;
-                let Some(last) = last else { return };
-                if n < want {
-                    return;
-                }
-                next = match direction {
-                    Direction::Forwards => last + 1,
-                    Direction::Backwards if last == 0 => return,
-                    Direction::Backwards => last - 1,
-                };
+        if count == 0 {
+            return Ok(Pages::new(tokio_stream::empty()));
+        }
+        let read = StreamRead {
+            stream: stream.clone(),
+            from: Revision(next),
+            direction,
+            count,
+        };
+        match self.service.read_stream(who, read).await {
+            Ok(pages) => Ok(Pages::new(pages.map(move |page| match page {
+                Ok(events) => Ok(read_resps(&events, structured)),
+                Err(e) => Err(errors::from_engine(&e)),
+            }))),
+            Err(Error::StreamNotFound { .. }) => {
+                Ok(Pages::new(tokio_stream::once(Ok(vec![stream_not_found(
+                    &stream,
+                )]))))
             }
-        });
-        Ok(Pages::new(rx))
+            Err(e) => Err(errors::from_engine(&e)),
+        }
     }
 
     fn read_all(
         &self,
+        who: &Principal,
         from: From,
         direction: Direction,
         count: u64,
         filter: convert::WireFilter,
         structured: bool,
-    ) -> Pages {
-        let (tx, rx) = mpsc::channel(READ_BUFFER_PAGES);
-        let store = Arc::clone(&self.shared.store);
-        let page = self.page();
+    ) -> Result<Pages, Status> {
         // Forwards from P includes P; backwards from P excludes it.
         let start = match (from, direction) {
             (From::Start, Direction::Forwards) => Some(1),
@@ -507,75 +474,41 @@ impl StreamsService {
                 }
             }
         };
-        tokio::spawn(async move {
-            let Some(mut next) = start else { return };
-            let filter = Arc::new(filter);
-            let mut left = count;
-            while left > 0 {
-                let want = left.min(page);
-                let store = Arc::clone(&store);
-                let f = Arc::clone(&filter);
-                let read = tokio::task::spawn_blocking(move || {
-                    let slice = store.read_all(Position(next), direction, want, &f.filter)?;
-                    let mut convert = convert::Converter::new(structured);
-                    let messages: Vec<_> = slice
-                        .events
-                        .iter()
-                        .filter(|e| {
-                            f.matcher
-                                .as_ref()
-                                .is_none_or(|m| m.matches(e.stream(), e.event_type()))
-                        })
-                        .map(|e| convert.read_resp(EventView::of_engine(e)))
-                        .collect();
-                    Ok::<_, Error>((messages, slice.scanned_to.0, slice.end_of_log))
-                })
-                .await;
-                let (mut messages, scanned_to, end) = match read {
-                    Ok(Ok(page)) => page,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(errors::from_engine(&e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("read task: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                // Only the matching events count towards `count`; what a filter drops was
-                // scanned and is not read again.
-                let n = (messages.len() as u64).min(left);
-                messages.truncate(n as usize);
-                if tx.send(Ok(messages)).await.is_err() {
-                    return;
-                }
-                left -= n;
-                if end {
-                    return;
-                }
-                next = match direction {
-                    Direction::Forwards => scanned_to + 1,
-                    Direction::Backwards if scanned_to <= 1 => return,
-                    Direction::Backwards => scanned_to - 1,
-                };
-            }
-        });
-        Pages::new(rx)
+        let Some(start) = start.filter(|_| count > 0) else {
+            // Nothing to read, but the caller's right to read the log is still checked.
+            self.service
+                .authorize_all(who)
+                .map_err(|e| errors::from_engine(&e))?;
+            return Ok(Pages::new(tokio_stream::empty()));
+        };
+        let read = AllRead {
+            from: Position(start),
+            direction,
+            count,
+            filter: filter.filter,
+            matcher: filter.matcher,
+        };
+        let pages = self
+            .service
+            .read_all(who, read)
+            .map_err(|e| errors::from_engine(&e))?;
+        Ok(Pages::new(pages.map(move |page| match page {
+            Ok(page) => Ok(read_resps(&page.events, structured)),
+            Err(e) => Err(errors::from_engine(&e)),
+        })))
     }
 
     fn subscribe(
         &self,
+        who: &Principal,
         stream: Option<String>,
         from: From,
         filter: convert::WireFilter,
         structured: bool,
-    ) -> Result<ReceiverStream<Result<wire::ReadResp, Status>>, Status> {
+    ) -> Result<Pages, Status> {
         if let Some(s) = &stream {
-            self.check_metadata_stream(s)?;
+            self.check_metadata_stream(who, s)?;
         }
-        let (tx, rx) = mpsc::channel(self.shared.config.subscriber_buffer.max(2));
         let confirmation = wire::ReadResp {
             content: Some(read_resp::Content::Confirmation(
                 read_resp::SubscriptionConfirmation {
@@ -583,8 +516,6 @@ impl StreamsService {
                 },
             )),
         };
-        tx.try_send(Ok(confirmation))
-            .map_err(|_| Status::internal("subscription buffer"))?;
         let feed = KurrentFeed {
             structured_ids: structured,
             stream: stream.is_some(),
@@ -596,8 +527,8 @@ impl StreamsService {
                     From::Start => 0,
                     From::At(r) => r.saturating_add(1),
                     // A tombstoned stream fails in the subscription, after the confirmation.
-                    From::End => match self.shared.store.stream_revision(&name) {
-                        Ok(Some(r)) => r.0 + 1,
+                    From::End => match self.service.stream_revision(who, &name) {
+                        Ok(Some(r)) => r.0.saturating_add(1),
                         _ => 0,
                     },
                 };
@@ -606,7 +537,7 @@ impl StreamsService {
             None => {
                 let after = match from {
                     From::Start => 0,
-                    From::End => self.shared.store.last_position().0,
+                    From::End => self.service.last_position().0,
                     From::At(p) => p,
                 };
                 let target = Target::All {
@@ -617,16 +548,18 @@ impl StreamsService {
                 (target, after, 0)
             }
         };
-        let subscription = Subscription::new(
-            Arc::clone(&self.shared),
-            tx,
-            feed,
-            target,
-            after_position,
-            next_revision,
-        );
-        tokio::spawn(subscription.run());
-        Ok(ReceiverStream::new(rx))
+        let messages = self
+            .service
+            .subscribe(who, target, after_position, next_revision)
+            .map_err(|e| errors::from_engine(&e))?;
+        let messages = messages.map(move |m| match m {
+            Ok(m) => Ok(feed.messages(m)),
+            Err(Error::Closed) => Err(Status::unavailable("Server Is Shutting Down")),
+            Err(e) => Err(errors::from_engine(&e)),
+        });
+        Ok(Pages::new(
+            tokio_stream::once(Ok(vec![confirmation])).chain(messages),
+        ))
     }
 }
 
@@ -703,6 +636,7 @@ impl Streams for StreamsService {
         request: Request<wire::ReadReq>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         use read_req::options::{CountOption, StreamOption};
+        let who = self.caller(&request).await?;
         let options = request
             .into_inner()
             .options
@@ -727,7 +661,7 @@ impl Streams for StreamsService {
             Some(read_req::options::FilterOption::Filter(_))
         );
         let invalid = combination(&options);
-        let filter = convert::filter(options.filter_option)?;
+        let filter = convert::filter(options.filter_option).await?;
         let stream_from = |s: &read_req::options::StreamOptions| {
             use read_req::options::stream_options::RevisionOption;
             match s.revision_option {
@@ -748,21 +682,24 @@ impl Streams for StreamsService {
         {
             (Some(StreamOption::Stream(s)), Some(CountOption::Count(n))) if !filtered => {
                 let name = convert::stream_name(s.stream_identifier.clone())?;
-                Box::pin(self.read_stream(name, stream_from(&s), direction, n, structured)?)
+                let pages = self
+                    .read_stream(&who, name, stream_from(&s), direction, n, structured)
+                    .await?;
+                Box::pin(pages)
             }
             (Some(StreamOption::All(a)), Some(CountOption::Count(n))) => {
-                Box::pin(self.read_all(all_from(&a), direction, n, filter, structured))
+                Box::pin(self.read_all(&who, all_from(&a), direction, n, filter, structured)?)
             }
             (Some(StreamOption::Stream(s)), Some(CountOption::Subscription(_)))
                 if !filtered && direction == Direction::Forwards =>
             {
                 let name = convert::stream_name(s.stream_identifier.clone())?;
-                Box::pin(self.subscribe(Some(name), stream_from(&s), filter, structured)?)
+                Box::pin(self.subscribe(&who, Some(name), stream_from(&s), filter, structured)?)
             }
             (Some(StreamOption::All(a)), Some(CountOption::Subscription(_)))
                 if direction == Direction::Forwards =>
             {
-                Box::pin(self.subscribe(None, all_from(&a), filter, structured)?)
+                Box::pin(self.subscribe(&who, None, all_from(&a), filter, structured)?)
             }
             _ => return Err(errors::invalid_argument(invalid)),
         };
@@ -773,8 +710,9 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<wire::AppendReq>>,
     ) -> Result<Response<wire::AppendResp>, Status> {
+        let who = self.caller(&request).await?;
         let mut input = request.into_inner();
-        let options = match input.message().await? {
+        let options = match input.message().await.map_err(malformed)? {
             Some(wire::AppendReq {
                 content: Some(append_req::Content::Options(o)),
             }) => o,
@@ -789,18 +727,29 @@ impl Streams for StreamsService {
             options.expected_stream_revision,
             append_req::options::ExpectedStreamRevision
         );
-        let limit = self.shared.store.config().append_bytes_max;
+        let limits = self.service.store_config();
+        let limit = limits.append_bytes_max;
+        let events_max = limits.append_events_max;
         let mut events = Vec::new();
         let mut bytes = 0u64;
-        while let Some(message) = input.message().await? {
+        while let Some(message) = input.message().await.map_err(malformed)? {
             let Some(append_req::Content::ProposedMessage(m)) = message.content else {
                 return Err(errors::invalid_argument(
                     "an append's options come once, before its events",
                 ));
             };
-            bytes += (m.data.len() + m.custom_metadata.len()) as u64;
+            // Counted as the messages arrive, so an oversized append is refused before it is
+            // all held.
+            bytes += proposed_bytes(&m.data, &m.custom_metadata, &m.metadata);
             if bytes > limit {
                 return Err(errors::maximum_append_size(limit));
+            }
+            if events.len() as u64 >= events_max {
+                return Err(errors::from_engine(&Error::LimitExceeded {
+                    what: Limit::AppendEvents,
+                    limit: events_max,
+                    actual: events.len() as u64 + 1,
+                }));
             }
             events.push(convert::proposed(
                 m.id,
@@ -810,11 +759,11 @@ impl Streams for StreamsService {
             )?);
         }
         if events.is_empty() {
-            return empty_append(&self.shared, &stream, expected).map(Response::new);
+            return empty_append(&self.service, &who, &stream, expected).map(Response::new);
         }
-        match write(&self.shared, stream.clone(), expected, events).await {
+        match write(&self.service, &who, stream.clone(), expected, events).await {
             Ok(result) => Ok(Response::new(append_success(&result))),
-            Err(e) => match wrong_version_current(&self.shared, &stream, &e) {
+            Err(e) => match wrong_version_current(&self.service, &who, &stream, &e) {
                 Some(current) => Ok(Response::new(append_wrong_version(expected, current))),
                 None => Err(errors::from_engine(&e)),
             },
@@ -825,6 +774,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<wire::DeleteReq>,
     ) -> Result<Response<wire::DeleteResp>, Status> {
+        let who = self.caller(&request).await?;
         let options = request
             .into_inner()
             .options
@@ -834,7 +784,7 @@ impl Streams for StreamsService {
             wire::delete_req::options::ExpectedStreamRevision
         );
         let p = self
-            .remove(options.stream_identifier, expected, Removal::Delete)
+            .remove(&who, options.stream_identifier, expected, Removal::Delete)
             .await?;
         Ok(Response::new(wire::DeleteResp {
             position_option: Some(wire::delete_resp::PositionOption::Position(
@@ -850,6 +800,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<wire::TombstoneReq>,
     ) -> Result<Response<wire::TombstoneResp>, Status> {
+        let who = self.caller(&request).await?;
         let options = request
             .into_inner()
             .options
@@ -859,7 +810,12 @@ impl Streams for StreamsService {
             wire::tombstone_req::options::ExpectedStreamRevision
         );
         let p = self
-            .remove(options.stream_identifier, expected, Removal::Tombstone)
+            .remove(
+                &who,
+                options.stream_identifier,
+                expected,
+                Removal::Tombstone,
+            )
             .await?;
         Ok(Response::new(wire::TombstoneResp {
             position_option: Some(wire::tombstone_resp::PositionOption::Position(
@@ -877,18 +833,25 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<wire::BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let who = Arc::new(self.caller(&request).await?);
         let mut input = request.into_inner();
         let (tx, rx) = mpsc::channel(BATCH_REPLY_BUFFER);
-        let shared = Arc::clone(&self.shared);
+        let service = Arc::clone(&self.service);
         tokio::spawn(async move {
-            let limit = shared.store.config().append_bytes_max;
+            let limit = service.store_config().append_bytes_max;
+            let events_max = service.store_config().append_events_max;
+            // Every pending batch is at most `limit` bytes, and there are at most
+            // PENDING_BATCHES_MAX of them: the call holds at most their product.
             let mut pending: HashMap<uuid::Uuid, PendingBatch> = HashMap::new();
             loop {
                 let message = match input.message().await {
                     Ok(Some(m)) => m,
-                    // The client closed its side, or the connection broke: batches not yet
-                    // final are dropped unwritten.
-                    Ok(None) | Err(_) => return,
+                    // The client closed its side: batches not yet final are dropped unwritten.
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(malformed(status))).await;
+                        return;
+                    }
                 };
                 let wire_id = message.correlation_id.clone().unwrap_or_default();
                 let correlation = match convert::uuid_from_wire(message.correlation_id) {
@@ -898,6 +861,15 @@ impl Streams for StreamsService {
                         return;
                     }
                 };
+                if !pending.contains_key(&correlation) && pending.len() >= PENDING_BATCHES_MAX {
+                    let error = Error::LimitExceeded {
+                        what: Limit::PendingBatches,
+                        limit: PENDING_BATCHES_MAX as u64,
+                        actual: PENDING_BATCHES_MAX as u64 + 1,
+                    };
+                    let _ = tx.send(Err(errors::from_engine(&error))).await;
+                    return;
+                }
                 let batch = pending.entry(correlation).or_insert_with(|| PendingBatch {
                     correlation: wire_id,
                     options: None,
@@ -917,17 +889,25 @@ impl Streams for StreamsService {
                 }
                 if batch.failed.is_none() {
                     for m in message.proposed_messages {
-                        batch.bytes += (m.data.len() + m.custom_metadata.len()) as u64;
-                        if batch.bytes > limit {
-                            batch.failed = Some(errors::batch_status(
-                                &Error::LimitExceeded {
-                                    what: "bytes in one append",
-                                    limit,
-                                    actual: batch.bytes,
-                                },
-                                ExpectedRevision::Any,
-                                None,
-                            ));
+                        batch.bytes += proposed_bytes(&m.data, &m.custom_metadata, &m.metadata);
+                        let over = if batch.bytes > limit {
+                            Some(Error::LimitExceeded {
+                                what: Limit::AppendBytes,
+                                limit,
+                                actual: batch.bytes,
+                            })
+                        } else if batch.events.len() as u64 >= events_max {
+                            Some(Error::LimitExceeded {
+                                what: Limit::AppendEvents,
+                                limit: events_max,
+                                actual: batch.events.len() as u64 + 1,
+                            })
+                        } else {
+                            None
+                        };
+                        if let Some(error) = over {
+                            batch.failed =
+                                Some(errors::batch_status(&error, ExpectedRevision::Any, None));
                             batch.events = Vec::new();
                             break;
                         }
@@ -948,10 +928,11 @@ impl Streams for StreamsService {
                 let Some(batch) = pending.remove(&correlation) else {
                     continue;
                 };
-                let shared = Arc::clone(&shared);
+                let service = Arc::clone(&service);
+                let who = Arc::clone(&who);
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let reply = finish_batch(&shared, batch).await;
+                    let reply = finish_batch(&service, &who, batch).await;
                     let _ = tx.send(Ok(reply)).await;
                 });
             }
@@ -960,8 +941,22 @@ impl Streams for StreamsService {
     }
 }
 
+/// A request message that did not decode is the client's error: INVALID_ARGUMENT, not the
+/// INTERNAL tonic gives it.
+fn malformed(status: Status) -> Status {
+    if status.code() == tonic::Code::Internal {
+        errors::invalid_argument(format!("malformed request message: {}", status.message()))
+    } else {
+        status
+    }
+}
+
 /// Writes a complete batch (unless it failed or its deadline passed) and builds its reply.
-async fn finish_batch(shared: &Arc<Shared>, batch: PendingBatch) -> wire::BatchAppendResp {
+async fn finish_batch(
+    service: &Service,
+    who: &Principal,
+    batch: PendingBatch,
+) -> wire::BatchAppendResp {
     use batch_append_req::options::ExpectedStreamPosition as Want;
     use batch_append_resp::ExpectedStreamPosition as Echo;
     let options = batch.options.unwrap_or_default();
@@ -986,7 +981,7 @@ async fn finish_batch(shared: &Arc<Shared>, batch: PendingBatch) -> wire::BatchA
         (Ok(_), None) if batch.events.is_empty() => batch_append_resp::Result::Error(
             errors::bad_request("a batch append has no events".into()),
         ),
-        (Ok(name), None) => match write(shared, name.clone(), expected, batch.events).await {
+        (Ok(name), None) => match write(service, who, name.clone(), expected, batch.events).await {
             Ok(r) => {
                 use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
                 batch_append_resp::Result::Success(batch_append_resp::Success {
@@ -1002,7 +997,7 @@ async fn finish_batch(shared: &Arc<Shared>, batch: PendingBatch) -> wire::BatchA
                 })
             }
             Err(e) => {
-                let current = wrong_version_current(shared, name, &e).flatten();
+                let current = wrong_version_current(service, who, name, &e).flatten();
                 batch_append_resp::Result::Error(errors::batch_status(&e, expected, current))
             }
         },

@@ -13,72 +13,36 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
-use tonic::Status;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
 use super::live::LiveBatch;
-use super::proto::{self, subscribe_response::Kind};
-use super::{Shared, convert, status};
+use super::outbox::{self, Outbox};
+use super::{Inbox, Service};
 use crate::error::Error;
-use crate::types::{Direction, Filter, Position, Revision};
+use crate::types::{Direction, Filter, Position, RecordedEvent, Revision};
 
-/// The wire a subscription speaks: how its events, checkpoints and state changes become
-/// messages, and its errors statuses. The native API and the KurrentDB adapter each have one;
-/// the catch-up and live logic is shared.
-pub trait Feed: Send + Sync + 'static {
-    type Item: Send + 'static;
-    /// Messages for `events` (in position order), each at most about `budget` bytes.
-    fn events(&self, events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Self::Item>;
+/// What a subscription sends. Front-ends turn each into their wire's messages.
+#[derive(Debug)]
+pub enum SubscriptionMessage {
+    /// Events in position order, at most about the service's page bytes (or one event).
+    Events(Vec<RecordedEvent>),
     /// Every position up to `position` has been delivered or filtered out.
-    fn checkpoint(&self, position: u64) -> Self::Item;
+    Checkpoint { position: u64 },
     /// History is delivered; live events follow. `revision`: the last delivered revision of a
     /// stream subscription.
-    fn caught_up(&self, position: u64, revision: Option<u64>) -> Self::Item;
-    /// The subscriber fell behind the live ring and goes back to reading from disk. `None`
-    /// sends nothing (the fallback stays silent).
-    fn fell_behind(&self, position: u64) -> Option<Self::Item>;
-    /// The status that ends the subscription on an engine error.
-    fn error(&self, error: &Error) -> Status;
-}
-
-/// The native `statestore.v1` subscription messages.
-pub struct NativeFeed;
-
-impl Feed for NativeFeed {
-    type Item = proto::SubscribeResponse;
-
-    fn events(&self, events: Vec<proto::RecordedEvent>, budget: usize) -> Vec<Self::Item> {
-        convert::pages(events, budget)
-            .into_iter()
-            .map(|page| native(Kind::Events(proto::EventBatch { events: page })))
-            .collect()
-    }
-
-    fn checkpoint(&self, position: u64) -> Self::Item {
-        native(Kind::Checkpoint(proto::Checkpoint { position }))
-    }
-
-    fn caught_up(&self, position: u64, revision: Option<u64>) -> Self::Item {
-        native(Kind::CaughtUp(proto::CaughtUp { position, revision }))
-    }
-
-    fn fell_behind(&self, position: u64) -> Option<Self::Item> {
-        Some(native(Kind::FellBehind(proto::FellBehind { position })))
-    }
-
-    fn error(&self, error: &Error) -> Status {
-        status::to_status(error)
-    }
-}
-
-fn native(kind: Kind) -> proto::SubscribeResponse {
-    proto::SubscribeResponse { kind: Some(kind) }
+    CaughtUp {
+        position: u64,
+        revision: Option<u64>,
+    },
+    /// The subscriber fell behind the live ring and goes back to reading from disk.
+    FellBehind { position: u64 },
 }
 
 /// A filter the engine's [`Filter`] cannot express (the KurrentDB adapter's regular
-/// expressions and prefix lists), applied to what the engine's filter passes.
+/// expressions and prefix lists), applied to what the engine's filter passes. An `Err` (a
+/// budget spent) ends the call with that error.
 pub trait Matcher: Send + Sync + 'static {
-    fn matches(&self, stream: &str, event_type: &str) -> bool;
+    fn matches(&self, stream: &str, event_type: &str) -> Result<bool, Error>;
 }
 
 /// How long shutdown waits for room in a subscriber's buffer to tell it UNAVAILABLE.
@@ -131,58 +95,79 @@ impl Target {
     }
 }
 
-pub struct Subscription<F: Feed> {
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Result<F::Item, Status>>,
-    feed: F,
+struct Subscription {
+    service: Arc<Service>,
+    tx: Outbox<Result<SubscriptionMessage, Error>>,
     target: Target,
     cursor: Cursor,
+    /// The subscription's place under the server's cap, given back when it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
-impl<F: Feed> Subscription<F> {
-    /// A subscription after `after_position` (whole log) or from revision `next_revision`
-    /// (stream).
-    pub fn new(
-        shared: Arc<Shared>,
-        tx: mpsc::Sender<Result<F::Item, Status>>,
-        feed: F,
+impl Service {
+    /// Starts a catch-up subscription after `after_position` (whole log) or from revision
+    /// `next_revision` (stream). Checks the caller's rights and the server's cap on
+    /// subscriptions; the subscription then runs until the receiver is dropped or the server
+    /// shuts down (a last `Err(Closed)`).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        who: &super::Principal,
         target: Target,
         after_position: u64,
         next_revision: u64,
-    ) -> Subscription<F> {
-        Subscription {
-            shared,
+    ) -> Result<Inbox<Result<SubscriptionMessage, Error>>, Error> {
+        match &target {
+            Target::All { .. } => self.authorize_all(who)?,
+            Target::Stream { name } => {
+                self.check_read_name(name)?;
+                self.authorize_read(who, name)?;
+            }
+        }
+        let slot = Arc::clone(&self.subscriptions)
+            .try_acquire_owned()
+            .map_err(|_| Error::LimitExceeded {
+                what: crate::Limit::Subscriptions,
+                limit: self.config.subscriptions_max as u64,
+                actual: self.config.subscriptions_max as u64 + 1,
+            })?;
+        let (tx, rx) = outbox::outbox(self.config.subscriber_buffer_bytes, &self.buffered);
+        let subscription = Subscription {
+            service: Arc::clone(self),
             tx,
-            feed,
             target,
+            // No position is past the largest: "after the largest" waits for nothing, and
+            // every `+ 1` on the cursor stays in range.
             cursor: Cursor {
-                position: after_position,
+                position: after_position.min(u64::MAX - 1),
                 next_revision,
                 last_revision: None,
-                last_checkpoint: after_position,
+                last_checkpoint: after_position.min(u64::MAX - 1),
                 sent_checkpoint: None,
             },
-        }
+            _slot: slot,
+        };
+        tokio::spawn(subscription.run());
+        Ok(rx)
     }
+}
 
-    pub async fn run(mut self) {
-        let mut shutdown = self.shared.shutdown.clone();
+impl Subscription {
+    async fn run(mut self) {
+        let mut shutdown = self.service.shutdown.clone();
         let stopping = tokio::select! {
             _ = self.run_inner() => false,
             stop = shutdown.wait_for(|stop| *stop) => stop.is_ok(),
         };
         if stopping {
             // Wait (briefly) for room: a full buffer must not turn the end into a clean one.
-            let _ = tokio::time::timeout(
-                SHUTDOWN_SEND_TIMEOUT,
-                self.tx.send(Err(status::shutting_down())),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(SHUTDOWN_SEND_TIMEOUT, self.tx.send(Err(Error::Closed), 1))
+                    .await;
         }
     }
 
     async fn run_inner(&mut self) -> Result<(), Ended> {
-        let mut ring = self.shared.live.subscribe();
+        let mut ring = self.service.live.subscribe();
         loop {
             self.catch_up().await?;
             self.send_caught_up().await?;
@@ -202,9 +187,9 @@ impl<F: Feed> Subscription<F> {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         ring = ring.resubscribe();
-                        if let Some(item) = self.feed.fell_behind(self.cursor.position) {
-                            self.send(item).await?;
-                        }
+                        let position = self.cursor.position;
+                        self.send(SubscriptionMessage::FellBehind { position })
+                            .await?;
                         break;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Err(Ended),
@@ -220,17 +205,17 @@ impl<F: Feed> Subscription<F> {
         while let Some(read) = next.take() {
             let page = match read.await {
                 Ok(Ok(page)) => page,
-                Ok(Err(e)) => return self.fail(self.feed.error(&e)).await,
-                Err(e) => return self.fail(status::internal(format!("read task: {e}"))).await,
+                Ok(Err(e)) => return self.fail(e).await,
+                Err(e) => return self.fail(Error::Internal(format!("read task: {e}"))).await,
             };
             if !page.done {
-                next = Some(self.read_page(page.scanned_to + 1, page.next_revision));
+                next = Some(self.read_page(page.scanned_to.saturating_add(1), page.next_revision));
             }
-            let events: Vec<_> = page.events.iter().map(convert::recorded).collect();
+            let events = page.events;
             if let Some(last) = events.last()
                 && matches!(self.target, Target::Stream { .. })
             {
-                self.cursor.last_revision = Some(last.revision);
+                self.cursor.last_revision = Some(last.revision.0);
             }
             self.deliver_scanned(events, page.scanned_to).await?;
             self.cursor.next_revision = page.next_revision;
@@ -240,8 +225,8 @@ impl<F: Feed> Subscription<F> {
 
     /// Starts reading the page at `from` (whole log) or `revision` (stream).
     fn read_page(&self, from: u64, revision: u64) -> tokio::task::JoinHandle<Result<Page, Error>> {
-        let store = Arc::clone(&self.shared.store);
-        let count = self.shared.config.read_page_events;
+        let store = Arc::clone(&self.service.store);
+        let count = self.service.config.read_page_events;
         match &self.target {
             Target::All {
                 filter, matcher, ..
@@ -252,9 +237,13 @@ impl<F: Feed> Subscription<F> {
                     let mut slice =
                         store.read_all(Position(from), Direction::Forwards, count, &filter)?;
                     if let Some(m) = &matcher {
-                        slice
-                            .events
-                            .retain(|e| m.matches(e.stream(), e.event_type()));
+                        let mut kept = Vec::with_capacity(slice.events.len());
+                        for e in slice.events.drain(..) {
+                            if m.matches(e.stream(), e.event_type())? {
+                                kept.push(e);
+                            }
+                        }
+                        slice.events = kept;
                     }
                     Ok(Page {
                         scanned_to: slice.scanned_to.0.max(from - 1),
@@ -304,22 +293,27 @@ impl<F: Feed> Subscription<F> {
                     return Ok(false);
                 }
                 let after = self.cursor.position;
-                let events: Vec<_> = if batch.may_match(filter) {
-                    batch
-                        .events
-                        .iter()
-                        .filter(|e| {
-                            e.position > after
-                                && (filter.is_empty() || filter.matches(&e.stream, &e.event_type))
-                                && matcher
-                                    .as_ref()
-                                    .is_none_or(|m| m.matches(&e.stream, &e.event_type))
-                        })
-                        .cloned()
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let mut events = Vec::new();
+                if batch.may_match(filter) {
+                    for e in &batch.events {
+                        if e.position.0 <= after
+                            || !(filter.is_empty() || filter.matches(e.stream(), e.event_type()))
+                        {
+                            continue;
+                        }
+                        let matched = match matcher
+                            .as_ref()
+                            .map(|m| m.matches(e.stream(), e.event_type()))
+                        {
+                            None | Some(Ok(true)) => true,
+                            Some(Ok(false)) => false,
+                            Some(Err(error)) => return self.fail(error).await,
+                        };
+                        if matched {
+                            events.push(e.clone());
+                        }
+                    }
+                }
                 self.deliver_scanned(events, batch.last).await?;
                 Ok(true)
             }
@@ -328,33 +322,31 @@ impl<F: Feed> Subscription<F> {
                     return Ok(true);
                 }
                 let mut events = Vec::new();
-                for e in batch.events.iter().filter(|e| e.stream == *name) {
-                    if e.revision < self.cursor.next_revision {
+                for e in batch.events.iter().filter(|e| e.stream() == name.as_str()) {
+                    if e.revision.0 < self.cursor.next_revision {
                         continue;
                     }
-                    if e.revision > self.cursor.next_revision {
+                    if e.revision.0 > self.cursor.next_revision {
                         break;
                     }
                     self.cursor.next_revision += 1;
                     events.push(e.clone());
                 }
-                let gap = batch
-                    .events
-                    .iter()
-                    .any(|e| e.stream == *name && e.revision >= self.cursor.next_revision);
+                let gap = batch.events.iter().any(|e| {
+                    e.stream() == name.as_str() && e.revision.0 >= self.cursor.next_revision
+                });
                 if let Some(last) = events.last() {
-                    self.cursor.position = last.position;
-                    self.cursor.last_revision = Some(last.revision);
+                    self.cursor.position = last.position.0;
+                    self.cursor.last_revision = Some(last.revision.0);
                 }
                 let tombstoned = events
                     .last()
-                    .is_some_and(|e| e.event_type == crate::TOMBSTONE_EVENT_TYPE)
+                    .is_some_and(|e| e.event_type() == crate::TOMBSTONE_EVENT_TYPE)
                     .then(|| name.clone());
                 self.send_events(events).await?;
                 if let Some(stream) = tombstoned {
                     // The stream is deleted for good: nothing can follow.
-                    let status = self.feed.error(&Error::StreamDeleted { stream });
-                    return self.fail(status).await;
+                    return self.fail(Error::StreamDeleted { stream }).await;
                 }
                 Ok(!gap)
             }
@@ -367,7 +359,7 @@ impl<F: Feed> Subscription<F> {
     /// each sent after the events at or before it, however sparse the matches.
     async fn deliver_scanned(
         &mut self,
-        mut events: Vec<proto::RecordedEvent>,
+        mut events: Vec<RecordedEvent>,
         scanned_to: u64,
     ) -> Result<(), Ended> {
         let interval = match &self.target {
@@ -383,7 +375,7 @@ impl<F: Feed> Subscription<F> {
         };
         let mut due = self.cursor.last_checkpoint.saturating_add(interval);
         while due <= scanned_to {
-            let split = events.partition_point(|e| e.position <= due);
+            let split = events.partition_point(|e| e.position.0 <= due);
             let rest = events.split_off(split);
             self.send_events(events).await?;
             events = rest;
@@ -399,8 +391,9 @@ impl<F: Feed> Subscription<F> {
     async fn send_checkpoint(&mut self) -> Result<(), Ended> {
         self.cursor.last_checkpoint = self.cursor.position;
         self.cursor.sent_checkpoint = Some(self.cursor.position);
-        let item = self.feed.checkpoint(self.cursor.position);
-        self.send(item).await
+        let position = self.cursor.position;
+        self.send(SubscriptionMessage::Checkpoint { position })
+            .await
     }
 
     async fn send_caught_up(&mut self) -> Result<(), Ended> {
@@ -409,40 +402,33 @@ impl<F: Feed> Subscription<F> {
         if self.target.is_filtered() && self.cursor.sent_checkpoint != Some(self.cursor.position) {
             self.send_checkpoint().await?;
         }
-        let item = self
-            .feed
-            .caught_up(self.cursor.position, self.cursor.last_revision);
-        self.send(item).await
+        let message = SubscriptionMessage::CaughtUp {
+            position: self.cursor.position,
+            revision: self.cursor.last_revision,
+        };
+        self.send(message).await
     }
 
-    async fn send_events(&mut self, events: Vec<proto::RecordedEvent>) -> Result<(), Ended> {
+    async fn send_events(&mut self, events: Vec<RecordedEvent>) -> Result<(), Ended> {
         if events.is_empty() {
             return Ok(());
         }
-        let budget = self.shared.config.message_bytes_max / 2;
-        for item in self.feed.events(events, budget) {
-            self.send(item).await?;
+        let budget = self.service.config.page_bytes;
+        for (page, bytes) in super::reads::split_pages(events, budget) {
+            self.tx
+                .send(Ok(SubscriptionMessage::Events(page)), bytes)
+                .await
+                .map_err(|_| Ended)?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, item: F::Item) -> Result<(), Ended> {
-        self.tx.send(Ok(item)).await.map_err(|_| Ended)
+    async fn send(&mut self, message: SubscriptionMessage) -> Result<(), Ended> {
+        self.tx.send(Ok(message), 1).await.map_err(|_| Ended)
     }
 
-    async fn fail<T>(&mut self, status: Status) -> Result<T, Ended> {
-        let _ = self.tx.send(Err(status)).await;
+    async fn fail<T>(&mut self, error: Error) -> Result<T, Ended> {
+        let _ = self.tx.send_last(Err(error));
         Err(Ended)
-    }
-}
-
-/// Runs an engine call on the blocking pool, mapping its error to a status.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(status::to_status(&e)),
-        Err(e) => Err(status::internal(format!("engine task failed: {e}"))),
     }
 }

@@ -1,8 +1,8 @@
 //! Live fan-out. The engine calls a listener after every commit; the listener only bumps a
-//! `watch` value. One publisher task then reads the new events once, converts them to protobuf
-//! once, and sends them as shared batches on a bounded `broadcast` ring. Every live subscriber
-//! reads the same `Arc`ed batches, so decoding is shared and an idle subscriber costs one ring
-//! cursor. When no one subscribes the publisher reads nothing.
+//! `watch` value. One publisher task then reads the new events once and sends them as shared
+//! batches on a bounded `broadcast` ring. Every live subscriber reads the same `Arc`ed batches
+//! (engine events: slices of the mapped log, so a batch holds no copy of event bytes), and an
+//! idle subscriber costs one ring cursor. When no one subscribes the publisher reads nothing.
 //!
 //! The ring is the per-subscriber bound: a subscriber more than `capacity` batches behind gets
 //! `Lagged` and goes back to reading from disk (see `subscribe`). Batches hold consecutive
@@ -13,16 +13,14 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use super::convert;
-use super::proto;
 use crate::Store;
-use crate::types::{Direction, Filter, Position};
+use crate::types::{Direction, Filter, Position, RecordedEvent};
 
-/// Consecutive committed events, converted once for every subscriber.
+/// Consecutive committed events, read once for every subscriber.
 pub struct LiveBatch {
     pub first: u64,
     pub last: u64,
-    pub events: Vec<proto::RecordedEvent>,
+    pub events: Vec<RecordedEvent>,
     /// The distinct stream names and event types in `events`. A subscriber whose filter matches
     /// none of them skips the batch without looking at its events: with hundreds of filtered
     /// subscribers, per-event filtering was most of the server's CPU.
@@ -31,12 +29,12 @@ pub struct LiveBatch {
 }
 
 impl LiveBatch {
-    fn new(first: u64, last: u64, events: Vec<proto::RecordedEvent>) -> LiveBatch {
+    fn new(first: u64, last: u64, events: Vec<RecordedEvent>) -> LiveBatch {
         let mut streams = foldhash::HashSet::default();
         let mut types = foldhash::HashSet::default();
         for e in &events {
-            streams.insert(e.stream.as_str());
-            types.insert(e.event_type.as_str());
+            streams.insert(e.stream());
+            types.insert(e.event_type());
         }
         let streams = streams.into_iter().map(str::to_owned).collect();
         let event_types = types.into_iter().map(str::to_owned).collect();
@@ -123,11 +121,7 @@ impl Live {
                     if slice.scanned_to.0 < from {
                         break;
                     }
-                    let batch = LiveBatch::new(
-                        from,
-                        slice.scanned_to.0,
-                        slice.events.iter().map(convert::recorded).collect(),
-                    );
+                    let batch = LiveBatch::new(from, slice.scanned_to.0, slice.events);
                     published = batch.last;
                     // An error means no subscriber is left; they will read from disk.
                     let _ = publisher.send(Arc::new(batch));
