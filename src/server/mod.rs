@@ -6,6 +6,7 @@
 //! and errors into messages and statuses. None calls the store directly.
 //!
 //! - [`service`]: the `statestore.v1.EventStore` service (append, reads, stream info).
+//! - [`users`]: the `statestore.v1.Users` service (user management, admins only).
 //! - [`kurrent`]: the KurrentDB (EventStoreDB) client protocol, on the same port.
 //! - [`conn`]: the accept loop (a cap on connections, backoff on accept errors) and the
 //!   connection wrapper (immediate ACKs, a handshake deadline).
@@ -16,6 +17,7 @@ mod convert;
 pub mod kurrent;
 mod service;
 pub mod status;
+mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,6 +107,14 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The service layer's limits, with pages cut to fit in half a message.
+    fn service_config(&self) -> ServiceConfig {
+        ServiceConfig {
+            page_bytes: self.service.page_bytes.min(self.message_bytes_max / 2),
+            ..self.service.clone()
+        }
+    }
+
     pub fn validate(&self, store: &Store) -> crate::Result<()> {
         let bad = |what: &str| Err(crate::Error::InvalidConfig(what.to_string()));
         if self.message_bytes_max < 64 << 10 {
@@ -121,10 +131,7 @@ impl ServerConfig {
                 "handshake_timeout, keepalive_interval and keepalive_timeout must be positive",
             );
         }
-        if self.service.page_bytes > self.message_bytes_max / 2 {
-            return bad("the service's page_bytes must be at most half of message_bytes_max");
-        }
-        self.service.validate(store)?;
+        self.service_config().validate(store)?;
         if let Some(a) = &self.advertise {
             parse_advertise(a).map_err(crate::Error::InvalidConfig)?;
         }
@@ -215,7 +222,7 @@ pub async fn serve_with_stats(
 ) -> Result<(), ServeError> {
     config.validate(&store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = Service::start(store, config.service.clone(), stop_rx.clone())?;
+    let service = Service::start(store, config.service_config(), stop_rx.clone())?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -238,6 +245,8 @@ pub async fn serve_with_stats(
     .max_decoding_message_size(config.message_bytes_max)
     .max_encoding_message_size(config.message_bytes_max);
 
+    let users =
+        proto::users_server::UsersServer::new(users::UsersService::new(Arc::clone(&service)));
     let local = listener.local_addr().ok();
     let kurrent = kurrent::services(&service, &config, &advertised(&config, local));
     let accept = conn::AcceptConfig {
@@ -282,13 +291,14 @@ pub async fn serve_with_stats(
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(tower::util::MapResponseLayer::new(
             move |response: http::Response<tonic::body::Body>| {
-                status::rewrite_too_large(limit, response)
+                status::rewrite_request_errors(limit, response)
             },
         ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(event_store)
+        .add_service(users)
         .add_service(kurrent.streams)
         .add_service(kurrent.gossip)
         .add_service(kurrent.features)

@@ -109,14 +109,23 @@ pub fn internal(message: impl Into<String>) -> Status {
     with_info(Code::Internal, message.into(), "INTERNAL", HashMap::new())
 }
 
-/// tonic refuses a request larger than the decoding limit with a bare OUT_OF_RANGE. This
-/// rewrites that answer into the documented one: RESOURCE_EXHAUSTED, `LIMIT_EXCEEDED`, with the
-/// limit and the size found. Every other response passes through untouched.
-pub fn rewrite_too_large<B: Default>(
+/// tonic answers two request errors itself, before any service sees the request: a request
+/// larger than the decoding limit (a bare OUT_OF_RANGE) and a request that is not valid
+/// protobuf (a bare INTERNAL). This rewrites them into the documented answers:
+/// RESOURCE_EXHAUSTED `LIMIT_EXCEEDED` with the limit and the size found, and
+/// INVALID_ARGUMENT. Every other response passes through untouched.
+pub fn rewrite_request_errors<B: Default>(
     limit: usize,
     response: http::Response<B>,
 ) -> http::Response<B> {
     let headers = response.headers();
+    if headers.get("grpc-status").is_some_and(|v| v == "13")
+        && let Some(message) = Status::from_header_map(headers)
+            .map(|s| s.message().to_string())
+            .filter(|m| m.contains("failed to decode"))
+    {
+        return invalid_argument(format!("malformed request message: {message}")).into_http();
+    }
     if headers.get("grpc-status").is_none_or(|v| v != "11") {
         return response;
     }

@@ -87,6 +87,10 @@ impl Access {
 pub const ACL_KEY: &str = "$acl";
 /// In an ACL, every authenticated user.
 pub const EVERYONE: &str = "$all";
+/// As the whole ACL: the default of user streams (every authenticated user may do everything).
+pub const USER_STREAM_ACL: &str = "$userStreamAcl";
+/// As the whole ACL: the default of system streams (only `$admins`).
+pub const SYSTEM_STREAM_ACL: &str = "$systemStreamAcl";
 
 /// Whether `who` may do `access` on `stream`, whose metadata's custom keys are `custom`
 /// (`None`: no metadata). An ACL entry is a user or group name or a list of them; a verb the
@@ -104,9 +108,17 @@ pub fn allowed(
     let Principal::User { name, groups } = who else {
         return false;
     };
-    let entry = custom
-        .and_then(|c| c.get(ACL_KEY))
-        .and_then(|acl| acl.get(access.key()));
+    let acl = custom.and_then(|c| c.get(ACL_KEY));
+    // KurrentDB's named defaults, which its clients write as the whole ACL.
+    let system_default = match acl {
+        Some(Value::String(name)) if name == USER_STREAM_ACL => Some(false),
+        Some(Value::String(name)) if name == SYSTEM_STREAM_ACL => Some(true),
+        _ => None,
+    };
+    if let Some(system) = system_default {
+        return !system;
+    }
+    let entry = acl.and_then(|acl| acl.get(access.key()));
     let listed =
         |role: &str| role == EVERYONE || role == &**name || groups.iter().any(|g| g == role);
     match entry {
@@ -128,8 +140,17 @@ pub fn check_acl(custom: &serde_json::Map<String, Value>) -> crate::Result<()> {
             "stream metadata '$acl': {why}"
         )))
     };
-    let Value::Object(verbs) = acl else {
-        return bad("must be an object of verbs ($r, $w, $d, $mr, $mw)");
+    let verbs = match acl {
+        Value::Object(verbs) => verbs,
+        Value::String(name) if name == USER_STREAM_ACL || name == SYSTEM_STREAM_ACL => {
+            return Ok(());
+        }
+        _ => {
+            return bad(
+                "must be an object of verbs ($r, $w, $d, $mr, $mw), '$userStreamAcl' or \
+                 '$systemStreamAcl'",
+            );
+        }
     };
     for (verb, roles) in verbs {
         if !["$r", "$w", "$d", "$mr", "$mw"].contains(&verb.as_str()) {

@@ -312,7 +312,7 @@ impl Store {
         &self,
         mut parts: Vec<StreamAppend>,
         done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
-    ) -> std::result::Result<(), QueueFull> {
+    ) -> std::result::Result<(), Box<QueueFull>> {
         let reply = writer::Replier::callback(Box::new(done));
         let encoded_bytes = match validate::prepare_append(&self.shared.config, &mut parts) {
             Ok(n) => n,
@@ -336,10 +336,11 @@ impl Store {
             reply,
         };
         match tx.try_send(request) {
-            Err(mpsc::TrySendError::Full(request)) => Err(QueueFull {
+            // Boxed: the rare path carries the request so the common one stays small.
+            Err(mpsc::TrySendError::Full(request)) => Err(Box::new(QueueFull {
                 tx: tx.clone(),
                 request,
-            }),
+            })),
             // Disconnected: the writer has stopped; dropping the request answers `Closed`.
             Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => Ok(()),
         }

@@ -25,6 +25,8 @@ mod convert;
 mod errors;
 mod streams;
 
+pub use streams::PENDING_BATCHES_MAX;
+
 use std::sync::Arc;
 
 use crate::service::Service;

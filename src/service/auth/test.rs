@@ -64,6 +64,16 @@ fn an_acl_names_users_groups_or_everyone_per_verb() {
 }
 
 #[test]
+fn the_named_default_acls_stand_for_the_defaults() {
+    let ada = user("ada", &[]);
+    let user_default = custom(json!(USER_STREAM_ACL));
+    let system_default = custom(json!(SYSTEM_STREAM_ACL));
+    assert!(check_acl(&user_default).is_ok() && check_acl(&system_default).is_ok());
+    assert!(allowed(&ada, Access::Write, "s", Some(&user_default)));
+    assert!(!allowed(&ada, Access::Read, "s", Some(&system_default)));
+}
+
+#[test]
 fn malformed_acls_are_refused() {
     assert!(check_acl(&custom(json!({"$r": "ada"}))).is_ok());
     for bad in [
