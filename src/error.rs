@@ -152,6 +152,9 @@ pub enum Limit {
     PendingBatches,
     /// Versions of stream metadata returned by one history read.
     MetadataHistory,
+    /// Bytes buffered for slow clients across the server: a client that stops reading while
+    /// it is short has its call ended.
+    BufferedBytes,
 }
 
 impl Limit {
@@ -178,6 +181,7 @@ impl Limit {
             Limit::Subscriptions => "subscriptions",
             Limit::PendingBatches => "pending_batches",
             Limit::MetadataHistory => "metadata_history",
+            Limit::BufferedBytes => "buffered_bytes",
         }
     }
 
@@ -206,6 +210,7 @@ impl Limit {
             Limit::Subscriptions => "open subscriptions",
             Limit::PendingBatches => "batch appends pending on one call",
             Limit::MetadataHistory => "metadata versions per read",
+            Limit::BufferedBytes => "bytes buffered for slow clients (this one stopped reading)",
         }
     }
 

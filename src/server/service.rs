@@ -101,7 +101,7 @@ impl EventStore for EventStoreService {
         let r = request.into_inner();
         let direction = convert::direction(r.direction)?;
         let count = convert::max_count(r.max_count);
-        let event_page = |page: crate::Result<Vec<crate::RecordedEvent>>| match page {
+        let event_page = |page: crate::Result<crate::service::Events>| match page {
             Ok(events) => Ok(proto::ReadStreamResponse {
                 events: events.iter().map(convert::recorded).collect(),
                 snapshot: None,

@@ -20,7 +20,7 @@ use crate::types::{Direction, Filter, Position, RecordedEvent};
 pub struct LiveBatch {
     pub first: u64,
     pub last: u64,
-    pub events: Vec<RecordedEvent>,
+    pub events: Arc<[RecordedEvent]>,
     /// The distinct stream names and event types in `events`. A subscriber whose filter matches
     /// none of them skips the batch without looking at its events: with hundreds of filtered
     /// subscribers, per-event filtering was most of the server's CPU.
@@ -41,7 +41,7 @@ impl LiveBatch {
         LiveBatch {
             first,
             last,
-            events,
+            events: events.into(),
             streams,
             event_types,
         }

@@ -15,6 +15,7 @@
 //! `service/`.
 
 pub mod auth;
+mod events;
 mod live;
 mod outbox;
 mod reads;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 pub use self::auth::{Access, Principal};
+pub use self::events::Events;
 pub use self::outbox::Inbox;
 pub use self::reads::{AllPage, AllRead, StreamRead};
 pub use self::subscribe::{Matcher, SubscriptionMessage, Target};
@@ -66,8 +68,15 @@ pub struct ServiceConfig {
     /// Bytes buffered for every slow client together (reads and subscriptions). Default:
     /// 256 MiB.
     pub buffered_bytes_max: u32,
+    /// Bytes of events in one subscription message. Small, because a client that stops
+    /// reading leaves one message in the transport's buffers, uncounted. Default: 32 KiB.
+    pub subscriber_message_bytes: usize,
     /// Subscriptions open at once. Default: 10,000.
     pub subscriptions_max: usize,
+    /// When less than an eighth of `buffered_bytes_max` is free, a subscription or read whose
+    /// client has taken nothing for this long is ended (RESOURCE_EXHAUSTED, `buffered_bytes`),
+    /// and its bytes are freed for the others. Default: 10 s.
+    pub stall_timeout: std::time::Duration,
     /// Checkpoint interval (scanned events) of filtered subscriptions that ask for 0.
     /// Default: 1000.
     pub checkpoint_interval: u64,
@@ -83,7 +92,9 @@ impl Default for ServiceConfig {
             subscriber_buffer_bytes: 1 << 20,
             read_buffer_bytes: 4 << 20,
             buffered_bytes_max: 256 << 20,
+            subscriber_message_bytes: 32 << 10,
             subscriptions_max: 10_000,
+            stall_timeout: std::time::Duration::from_secs(10),
             checkpoint_interval: 1000,
         }
     }
@@ -102,8 +113,11 @@ impl ServiceConfig {
         if self.live_ring_batches == 0 || self.subscriptions_max == 0 {
             return bad("live_ring_batches and subscriptions_max must be at least 1");
         }
-        if self.page_bytes < 4096 {
-            return bad("page_bytes must be at least 4 KiB");
+        if self.page_bytes < 4096 || self.subscriber_message_bytes < 4096 {
+            return bad("page_bytes and subscriber_message_bytes must be at least 4 KiB");
+        }
+        if self.stall_timeout.is_zero() {
+            return bad("stall_timeout must be positive");
         }
         if self.subscriber_buffer_bytes < 4096 || self.read_buffer_bytes < 4096 {
             return bad("subscriber_buffer_bytes and read_buffer_bytes must be at least 4 KiB");
@@ -150,7 +164,7 @@ pub struct Service {
     /// One permit per open subscription.
     subscriptions: Arc<Semaphore>,
     /// Bytes buffered for slow clients, across the server.
-    buffered: Arc<Semaphore>,
+    buffered: outbox::ServerBudget,
 }
 
 impl Service {
@@ -171,7 +185,10 @@ impl Service {
         );
         Ok(Arc::new(Service {
             subscriptions: Arc::new(Semaphore::new(config.subscriptions_max)),
-            buffered: Arc::new(Semaphore::new(config.buffered_bytes_max as usize)),
+            buffered: outbox::ServerBudget::new(
+                config.buffered_bytes_max as usize,
+                config.stall_timeout,
+            ),
             store,
             config,
             live,
@@ -525,6 +542,40 @@ impl Service {
         match stream.strip_prefix(crate::METADATA_STREAM_PREFIX) {
             Some(target) => self.authorize(who, Access::MetadataRead, target),
             None => self.authorize(who, Access::Read, stream),
+        }
+    }
+}
+
+impl Service {
+    /// The error that ends a call whose client stopped reading while the server's buffer for
+    /// slow clients was short.
+    fn stalled(&self) -> Error {
+        let limit = u64::from(self.config.buffered_bytes_max);
+        Error::LimitExceeded {
+            what: Limit::BufferedBytes,
+            limit,
+            actual: limit,
+        }
+    }
+
+    /// Sends an item of a read or subscription; a stalled receiver gets the error that ends
+    /// it. `Err` means the call is over.
+    async fn put<T: Send + 'static>(
+        &self,
+        tx: &outbox::Outbox<Result<T>>,
+        item: T,
+        bytes: usize,
+    ) -> std::result::Result<(), outbox::Closed> {
+        match tx.send(Ok(item), bytes).await {
+            Err(outbox::Closed::Stalled) => {
+                tracing::warn!(
+                    "ending a call whose client stopped reading while the buffer for slow \
+                     clients is short"
+                );
+                let _ = tx.send_last(Err(self.stalled()));
+                Err(outbox::Closed::Stalled)
+            }
+            other => other,
         }
     }
 }

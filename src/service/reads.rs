@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::events::Events;
 use super::outbox::{self, Outbox};
 use super::{Inbox, Matcher, Principal, Service, blocking, wire_bytes};
 use crate::Snapshot;
@@ -37,7 +38,7 @@ pub struct AllRead {
 /// One page of a read of the whole log.
 #[derive(Debug)]
 pub struct AllPage {
-    pub events: Vec<RecordedEvent>,
+    pub events: Events,
     /// The log was scanned up to here (forwards: the last position looked at; backwards: the
     /// lowest).
     pub scanned_to: Position,
@@ -55,7 +56,7 @@ impl Service {
         self: &Arc<Self>,
         who: &Principal,
         read: StreamRead,
-    ) -> Result<Pages<Vec<RecordedEvent>>> {
+    ) -> Result<Pages<Events>> {
         self.check_read_name(&read.stream)?;
         self.authorize_read(who, &read.stream)?;
         let page = self.config.read_page_events;
@@ -77,7 +78,7 @@ impl Service {
         who: &Principal,
         stream: String,
         count: u64,
-    ) -> Result<(Option<Snapshot>, Pages<Vec<RecordedEvent>>)> {
+    ) -> Result<(Option<Snapshot>, Pages<Events>)> {
         self.check_stream_name(&stream)?;
         self.authorize(who, super::Access::Read, &stream)?;
         let first_count = count.min(self.config.read_page_events);
@@ -105,7 +106,7 @@ impl Service {
         read: StreamRead,
         first: Vec<RecordedEvent>,
         first_count: u64,
-    ) -> Pages<Vec<RecordedEvent>> {
+    ) -> Pages<Events> {
         let (tx, rx) = outbox::outbox(self.config.read_buffer_bytes, &self.buffered);
         let service = Arc::clone(self);
         tokio::spawn(async move {
@@ -121,10 +122,7 @@ impl Service {
                     (Direction::Backwards, Some(e)) => e.revision.0.checked_sub(1),
                 };
                 let full = events.len() as u64 == asked;
-                if send_pages(&tx, events, service.config.page_bytes)
-                    .await
-                    .is_err()
-                {
+                if send_pages(&service, &tx, events).await.is_err() {
                     return;
                 }
                 let Some(next) = next.filter(|_| full && remaining > 0) else {
@@ -199,7 +197,8 @@ impl Service {
                     Direction::Backwards => slice.scanned_to.0.checked_sub(1).filter(|&p| p > 0),
                 };
                 let done = slice.end_of_log || remaining == 0 || next.is_none();
-                let mut pages = split_pages(slice.events, service.config.page_bytes).peekable();
+                let events = Events::new(slice.events);
+                let mut pages = split_pages(events, service.config.page_bytes).peekable();
                 while let Some((events, bytes)) = pages.next() {
                     let last = pages.peek().is_none();
                     let reply = AllPage {
@@ -207,7 +206,7 @@ impl Service {
                         scanned_to: slice.scanned_to,
                         end_of_log: last && slice.end_of_log,
                     };
-                    if tx.send(Ok(reply), bytes).await.is_err() {
+                    if service.put(&tx, reply, bytes).await.is_err() {
                         return;
                     }
                 }
@@ -222,39 +221,41 @@ impl Service {
 }
 
 async fn send_pages(
-    tx: &Outbox<Result<Vec<RecordedEvent>>>,
+    service: &Service,
+    tx: &Outbox<Result<Events>>,
     events: Vec<RecordedEvent>,
-    budget: usize,
 ) -> std::result::Result<(), outbox::Closed> {
     if events.is_empty() {
         return Ok(());
     }
-    for (page, bytes) in split_pages(events, budget) {
-        tx.send(Ok(page), bytes).await?;
+    for (page, bytes) in split_pages(Events::new(events), service.config.page_bytes) {
+        service.put(tx, page, bytes).await?;
     }
     Ok(())
 }
 
 /// Cuts events into pages of at most `budget` wire bytes (a page holds at least one event),
-/// each with its size. An empty input gives one empty page.
-pub fn split_pages(
-    events: Vec<RecordedEvent>,
-    budget: usize,
-) -> impl Iterator<Item = (Vec<RecordedEvent>, usize)> {
-    let mut out = Vec::new();
-    let mut page = Vec::new();
+/// each with its size; the pages share the events' storage. An empty input gives one empty
+/// page.
+pub fn split_pages(events: Events, budget: usize) -> impl Iterator<Item = (Events, usize)> {
+    let mut cuts = Vec::new();
+    let mut start = 0usize;
     let mut size = 0usize;
-    for e in events {
-        let n = wire_bytes(&e);
-        if !page.is_empty() && size + n > budget {
-            out.push((std::mem::take(&mut page), size));
+    for (i, e) in events.iter().enumerate() {
+        let n = wire_bytes(e);
+        if i > start && size + n > budget {
+            cuts.push((start..i, size));
+            start = i;
             size = 0;
         }
         size += n;
-        page.push(e);
     }
-    if !page.is_empty() || out.is_empty() {
-        out.push((page, size));
+    if start < events.len() || cuts.is_empty() {
+        cuts.push((start..events.len(), size));
     }
-    out.into_iter()
+    cuts.into_iter().map(move |(range, size)| {
+        let (_, rest) = events.clone().split_at(range.start);
+        let (page, _) = rest.split_at(range.len());
+        (page, size)
+    })
 }

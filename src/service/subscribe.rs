@@ -17,15 +17,16 @@ use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
 use super::live::LiveBatch;
 use super::outbox::{self, Outbox};
-use super::{Inbox, Service};
+use super::{Events, Inbox, Service};
 use crate::error::Error;
-use crate::types::{Direction, Filter, Position, RecordedEvent, Revision};
+use crate::types::{Direction, Filter, Position, Revision};
 
 /// What a subscription sends. Front-ends turn each into their wire's messages.
 #[derive(Debug)]
 pub enum SubscriptionMessage {
-    /// Events in position order, at most about the service's page bytes (or one event).
-    Events(Vec<RecordedEvent>),
+    /// Events in position order, at most about the service's subscriber message bytes (or
+    /// one event).
+    Events(Events),
     /// Every position up to `position` has been delivered or filtered out.
     Checkpoint { position: u64 },
     /// History is delivered; live events follow. `revision`: the last delivered revision of a
@@ -44,6 +45,9 @@ pub enum SubscriptionMessage {
 pub trait Matcher: Send + Sync + 'static {
     fn matches(&self, stream: &str, event_type: &str) -> Result<bool, Error>;
 }
+
+/// The smallest page a catch-up reads from disk.
+const PAGE_EVENTS_MIN: u64 = 16;
 
 /// How long shutdown waits for room in a subscriber's buffer to tell it UNAVAILABLE.
 const SHUTDOWN_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -211,7 +215,7 @@ impl Subscription {
             if !page.done {
                 next = Some(self.read_page(page.scanned_to.saturating_add(1), page.next_revision));
             }
-            let events = page.events;
+            let events = Events::new(page.events);
             if let Some(last) = events.last()
                 && matches!(self.target, Target::Stream { .. })
             {
@@ -226,7 +230,10 @@ impl Subscription {
     /// Starts reading the page at `from` (whole log) or `revision` (stream).
     fn read_page(&self, from: u64, revision: u64) -> tokio::task::JoinHandle<Result<Page, Error>> {
         let store = Arc::clone(&self.service.store);
-        let count = self.service.config.read_page_events;
+        // A page as large as the outbox has room for: a subscriber whose client stopped
+        // reading holds a few events in hand, not a full page.
+        let room_events = (self.tx.room() / super::EVENT_OVERHEAD_BYTES / 2) as u64;
+        let count = room_events.clamp(PAGE_EVENTS_MIN, self.service.config.read_page_events);
         match &self.target {
             Target::All {
                 filter, matcher, ..
@@ -293,9 +300,17 @@ impl Subscription {
                     return Ok(false);
                 }
                 let after = self.cursor.position;
+                let unfiltered = filter.is_empty() && matcher.is_none();
                 let mut events = Vec::new();
+                if unfiltered {
+                    // Every event past the cursor, shared with every other subscriber.
+                    let start = batch.events.partition_point(|e| e.position.0 <= after);
+                    let all = Events::shared(&batch.events, start..batch.events.len());
+                    self.deliver_scanned(all, batch.last).await?;
+                    return Ok(true);
+                }
                 if batch.may_match(filter) {
-                    for e in &batch.events {
+                    for e in batch.events.iter() {
                         if e.position.0 <= after
                             || !(filter.is_empty() || filter.matches(e.stream(), e.event_type()))
                         {
@@ -314,7 +329,8 @@ impl Subscription {
                         }
                     }
                 }
-                self.deliver_scanned(events, batch.last).await?;
+                self.deliver_scanned(Events::new(events), batch.last)
+                    .await?;
                 Ok(true)
             }
             Target::Stream { name } => {
@@ -343,7 +359,7 @@ impl Subscription {
                     .last()
                     .is_some_and(|e| e.event_type() == crate::TOMBSTONE_EVENT_TYPE)
                     .then(|| name.clone());
-                self.send_events(events).await?;
+                self.send_events(Events::new(events)).await?;
                 if let Some(stream) = tombstoned {
                     // The stream is deleted for good: nothing can follow.
                     return self.fail(Error::StreamDeleted { stream }).await;
@@ -357,11 +373,7 @@ impl Subscription {
     /// position up to `scanned_to`, and moves the cursor there. A filtered whole-log
     /// subscription also gets a `Checkpoint` every `checkpoint_interval` positions of that range,
     /// each sent after the events at or before it, however sparse the matches.
-    async fn deliver_scanned(
-        &mut self,
-        mut events: Vec<RecordedEvent>,
-        scanned_to: u64,
-    ) -> Result<(), Ended> {
+    async fn deliver_scanned(&mut self, mut events: Events, scanned_to: u64) -> Result<(), Ended> {
         let interval = match &self.target {
             Target::All {
                 checkpoint_interval,
@@ -376,8 +388,8 @@ impl Subscription {
         let mut due = self.cursor.last_checkpoint.saturating_add(interval);
         while due <= scanned_to {
             let split = events.partition_point(|e| e.position.0 <= due);
-            let rest = events.split_off(split);
-            self.send_events(events).await?;
+            let (now, rest) = events.split_at(split);
+            self.send_events(now).await?;
             events = rest;
             self.cursor.position = self.cursor.position.max(due);
             self.send_checkpoint().await?;
@@ -409,22 +421,31 @@ impl Subscription {
         self.send(message).await
     }
 
-    async fn send_events(&mut self, events: Vec<RecordedEvent>) -> Result<(), Ended> {
+    async fn send_events(&mut self, events: Events) -> Result<(), Ended> {
         if events.is_empty() {
             return Ok(());
         }
-        let budget = self.service.config.page_bytes;
+        let budget = self.service.config.subscriber_message_bytes;
         for (page, bytes) in super::reads::split_pages(events, budget) {
-            self.tx
-                .send(Ok(SubscriptionMessage::Events(page)), bytes)
-                .await
-                .map_err(|_| Ended)?;
+            self.send_sized(SubscriptionMessage::Events(page), bytes)
+                .await?;
         }
         Ok(())
     }
 
     async fn send(&mut self, message: SubscriptionMessage) -> Result<(), Ended> {
-        self.tx.send(Ok(message), 1).await.map_err(|_| Ended)
+        self.send_sized(message, 1).await
+    }
+
+    async fn send_sized(
+        &mut self,
+        message: SubscriptionMessage,
+        bytes: usize,
+    ) -> Result<(), Ended> {
+        self.service
+            .put(&self.tx, message, bytes)
+            .await
+            .map_err(|_| Ended)
     }
 
     async fn fail<T>(&mut self, error: Error) -> Result<T, Ended> {
