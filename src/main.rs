@@ -445,6 +445,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         (None, Some(path)) => Some(first_line(path)?),
         (None, None) => None,
     };
+    let exposed = !args.listen.ip().is_loopback();
+    let refuse = || {
+        format!(
+            "refusing to listen on {} (not a loopback address) without TLS and authentication: \
+             give --tls-cert and --tls-key and create a user (STATESTORE_ADMIN_PASSWORD), or \
+             pass --insecure to serve anyone who reaches the port",
+            args.listen
+        )
+    };
+    // Refused before the store is opened, so a refused start changes nothing.
+    if exposed && tls.is_none() && !args.insecure {
+        return Err(refuse());
+    }
     let store = Arc::new(open(&args.store).map_err(|e| e.to_string())?);
     if let Some(password) = admin_password
         && statestore::users::bootstrap_admin(&store, &password).map_err(|e| e.to_string())?
@@ -452,15 +465,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("created user 'admin' in group $admins");
     }
     let users = statestore::users::Users::load(&store).map_err(|e| e.to_string())?;
-    let exposed = !args.listen.ip().is_loopback();
     let secure = tls.is_some() && !users.is_empty();
     if exposed && !secure && !args.insecure {
-        return Err(format!(
-            "refusing to listen on {} (not a loopback address) without TLS and authentication: \
-             give --tls-cert and --tls-key and create a user (STATESTORE_ADMIN_PASSWORD), or \
-             pass --insecure to serve anyone who reaches the port",
-            args.listen
-        ));
+        return Err(refuse());
     }
     let config = ServerConfig {
         message_bytes_max: args.message_bytes_max,
@@ -572,8 +579,6 @@ fn first_line(path: &std::path::Path) -> Result<String, String> {
 struct UserArgs {
     #[command(subcommand)]
     action: UserAction,
-    #[command(flatten)]
-    store: StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -586,17 +591,39 @@ enum UserAction {
         groups: Vec<String>,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Change a user's password.
     Passwd {
         name: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Remove a user.
-    Remove { name: String },
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List the users and their groups, one JSON object per line.
-    List,
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl UserAction {
+    fn store(&self) -> &StoreArgs {
+        match self {
+            UserAction::Add { store, .. }
+            | UserAction::Passwd { store, .. }
+            | UserAction::Remove { store, .. }
+            | UserAction::List { store } => store,
+        }
+    }
 }
 
 fn user(args: UserArgs) -> Result<(), String> {
@@ -613,19 +640,21 @@ fn user(args: UserArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
         Ok(line.trim_end_matches(['\r', '\n']).to_string())
     };
-    let store = open(&args.store).map_err(|e| e.to_string())?;
+    let store = open(args.action.store()).map_err(|e| e.to_string())?;
     let done = match &args.action {
         UserAction::Add {
             name,
             groups,
             password_file,
+            ..
         } => statestore::users::add_user(&store, name, &password(password_file)?, groups),
         UserAction::Passwd {
             name,
             password_file,
+            ..
         } => statestore::users::set_password(&store, name, &password(password_file)?),
-        UserAction::Remove { name } => statestore::users::remove_user(&store, name),
-        UserAction::List => statestore::users::Users::load(&store).map(|users| {
+        UserAction::Remove { name, .. } => statestore::users::remove_user(&store, name),
+        UserAction::List { .. } => statestore::users::Users::load(&store).map(|users| {
             for u in users.iter() {
                 println!(
                     "{}",

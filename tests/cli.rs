@@ -330,3 +330,126 @@ fn the_load_tool_runs_every_mode_and_checks_the_answers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_tls_and_users() {
+    let dir = common::tempdir();
+    let serve = |extra: &[&str]| {
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "0.0.0.0:0"])
+            .args(extra)
+            .env_remove("STATESTORE_INSECURE")
+            .output()
+            .expect("run")
+    };
+    let out = serve(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    // A user alone is not enough: credentials would cross the network in the clear.
+    let out = serve(&["--admin-password", "changeit"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without TLS and authentication"), "{err}");
+    // Refused before the store was touched: the admin was not created.
+    let out = user_cmd(dir.path(), &["list"], "");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+/// Runs `statestore user ARGS` on `dir` with `stdin` as its standard input.
+fn user_cmd(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("STATESTORE_USER_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write the password");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn the_user_command_adds_changes_lists_and_removes_users() {
+    let dir = common::tempdir();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(user_cmd(
+        dir.path(),
+        &["add", "ada", "--group", "$ops", "--group", "billing"],
+        "first-pw\n",
+    ));
+    let pw_file = dir.path().with_extension("pw");
+    std::fs::write(&pw_file, "bob-pw\nignored second line\n").expect("password file");
+    ok(user_cmd(
+        dir.path(),
+        &[
+            "add",
+            "bob",
+            "--password-file",
+            pw_file.to_str().expect("utf-8"),
+        ],
+        "",
+    ));
+    let listed = ok(user_cmd(dir.path(), &["list"], ""));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"{"groups":["$ops","billing"],"name":"ada"}"#,
+            r#"{"groups":[],"name":"bob"}"#
+        ],
+        "{listed}"
+    );
+
+    ok(user_cmd(dir.path(), &["passwd", "ada"], "second-pw\r\n"));
+    {
+        let store =
+            statestore::Store::open(dir.path(), statestore::Config::default()).expect("open");
+        let users = statestore::users::Users::load(&store).expect("users");
+        let ada = users.get("ada").expect("ada");
+        assert!(ada.verify("second-pw"));
+        assert!(!ada.verify("first-pw"));
+        assert!(users.get("bob").expect("bob").verify("bob-pw"));
+        store.close().expect("close");
+    }
+
+    // Bad input is refused with the reason, and changes nothing.
+    let out = user_cmd(dir.path(), &["add", "$root"], "pw\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("starts with '$'"));
+    let out = user_cmd(dir.path(), &["add", "carol"], "\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password is empty"));
+    let out = user_cmd(dir.path(), &["passwd", "nobody"], "pw\n");
+    assert!(
+        !out.status.success(),
+        "a missing user cannot get a password"
+    );
+
+    ok(user_cmd(dir.path(), &["remove", "ada"], ""));
+    let listed = ok(user_cmd(dir.path(), &["list"], ""));
+    assert_eq!(listed.trim(), r#"{"groups":[],"name":"bob"}"#);
+}

@@ -198,6 +198,9 @@ pub struct Inbox<T> {
 
 /// An outbox of `own_bytes` that also draws on the server-wide budget.
 pub fn outbox<T: Send + 'static>(own_bytes: u32, server: &ServerBudget) -> (Outbox<T>, Inbox<T>) {
+    // At least one byte, and never more than the server holds, so one item always fits both.
+    let server_bytes = u32::try_from(server.inner.total_bytes).unwrap_or(u32::MAX);
+    let own_bytes = own_bytes.min(server_bytes).max(1);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),

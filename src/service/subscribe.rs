@@ -233,7 +233,8 @@ impl Subscription {
         // A page as large as the outbox has room for: a subscriber whose client stopped
         // reading holds a few events in hand, not a full page.
         let room_events = (self.tx.room() / super::EVENT_OVERHEAD_BYTES / 2) as u64;
-        let count = room_events.clamp(PAGE_EVENTS_MIN, self.service.config.read_page_events);
+        let page_max = self.service.config.read_page_events.max(1);
+        let count = room_events.clamp(PAGE_EVENTS_MIN.min(page_max), page_max);
         match &self.target {
             Target::All {
                 filter, matcher, ..
