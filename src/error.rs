@@ -155,6 +155,8 @@ pub enum Limit {
     /// Bytes buffered for slow clients across the server: a client that stops reading while
     /// it is short has its call ended.
     BufferedBytes,
+    /// Bytes of the principal recorded with an append.
+    PrincipalBytes,
 }
 
 impl Limit {
@@ -182,6 +184,7 @@ impl Limit {
             Limit::PendingBatches => "pending_batches",
             Limit::MetadataHistory => "metadata_history",
             Limit::BufferedBytes => "buffered_bytes",
+            Limit::PrincipalBytes => "principal_bytes",
         }
     }
 
@@ -211,6 +214,7 @@ impl Limit {
             Limit::PendingBatches => "batch appends pending on one call",
             Limit::MetadataHistory => "metadata versions per read",
             Limit::BufferedBytes => "bytes buffered for slow clients (this one stopped reading)",
+            Limit::PrincipalBytes => "bytes of the principal recorded with an append",
         }
     }
 

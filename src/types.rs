@@ -135,6 +135,9 @@ pub struct StreamAppend {
     pub stream: String,
     pub expected: ExpectedRevision,
     pub events: Vec<EventData>,
+    /// Who asks for the append, recorded in each of its events (see
+    /// [`RecordedEvent::principal`]); empty for none. At most 1024 bytes.
+    pub principal: String,
 }
 
 impl StreamAppend {
@@ -147,7 +150,14 @@ impl StreamAppend {
             stream: stream.into(),
             expected,
             events,
+            principal: String::new(),
         }
+    }
+
+    /// The same append, recorded as made by `principal`.
+    pub fn by(mut self, principal: impl Into<String>) -> StreamAppend {
+        self.principal = principal.into();
+        self
     }
 }
 
@@ -237,6 +247,8 @@ pub struct RecordedEvent {
     pub(crate) stream_end: u32,
     pub(crate) type_end: u32,
     pub(crate) data_end: u32,
+    /// Bytes of the principal at the end of `payload`, after the metadata.
+    pub(crate) principal_len: u16,
     pub position: Position,
     pub revision: Revision,
     pub id: Uuid,
@@ -263,6 +275,15 @@ impl RecordedEvent {
 
     pub fn metadata(&self) -> &[u8] {
         self.payload.get(self.metadata_range()).unwrap_or_default()
+    }
+
+    /// Who appended the event (the authenticated user or token subject), recorded by the
+    /// store with the event. `None` when it was appended without authentication.
+    pub fn principal(&self) -> Option<&str> {
+        match str_of(&self.payload, self.principal_range()) {
+            "" => None,
+            p => Some(p),
+        }
     }
 
     /// The data as a shared slice of the log, without copying.
@@ -298,7 +319,17 @@ impl RecordedEvent {
     }
 
     fn metadata_range(&self) -> std::ops::Range<usize> {
-        (self.data_end as usize).min(self.payload.len())..self.payload.len()
+        let end = self
+            .payload
+            .len()
+            .saturating_sub(self.principal_len as usize);
+        (self.data_end as usize).min(end)..end
+    }
+
+    fn principal_range(&self) -> std::ops::Range<usize> {
+        self.payload
+            .len()
+            .saturating_sub(self.principal_len as usize)..self.payload.len()
     }
 }
 

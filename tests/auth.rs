@@ -486,6 +486,9 @@ async fn a_store_without_users_stays_open() {
     c.append(append_request("order-1", 1))
         .await
         .expect("open store");
+    // Without authentication, nobody is recorded.
+    let events = read(&mut c, "order-1").await.expect("read");
+    assert_eq!(events[0].principal, "");
     assert_eq!(
         read(&mut c, "$users").await.map(|e| e.len()).unwrap_or(0),
         0
@@ -497,4 +500,53 @@ async fn a_store_without_users_stays_open() {
         .into_inner();
     assert!(!info.authentication);
     assert!(!info.data_dir.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_commit_records_who_made_it() {
+    let f = Fixture::start().await;
+    let mut ada = f.as_user("ada", "ada-pw").await;
+    let mut bob = f.as_user("bob", "bob-pw").await;
+    ada.append(append_request("order-1", 1)).await.expect("ada");
+    bob.append(append_request("order-1", 2)).await.expect("bob");
+    let events = read(&mut ada, "order-1").await.expect("read");
+    let who: Vec<&str> = events.iter().map(|e| e.principal.as_str()).collect();
+    assert_eq!(who, ["ada", "bob"]);
+
+    // Lifecycle changes record their principal too.
+    let mut admin = f.as_user("admin", "changeit").await;
+    admin
+        .delete_stream(proto::DeleteStreamRequest {
+            stream: "order-1".into(),
+            expected: None,
+        })
+        .await
+        .expect("delete");
+    let store = &f.server.store;
+    let records = store
+        .read_stream(
+            "$$order-1",
+            statestore::Revision(0),
+            statestore::Direction::Forwards,
+            10,
+        )
+        .expect("metadata stream");
+    assert_eq!(records.last().and_then(|e| e.principal()), Some("admin"));
+
+    // The engine's own view matches, and a revival by append is the appender's.
+    bob.append(append_request("order-1", 3))
+        .await
+        .expect("revive");
+    let records = store
+        .read_stream(
+            "$$order-1",
+            statestore::Revision(0),
+            statestore::Direction::Forwards,
+            10,
+        )
+        .expect("metadata stream");
+    assert_eq!(records.last().and_then(|e| e.principal()), Some("bob"));
+    let events = read(&mut ada, "order-1").await.expect("read");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].principal, "bob");
 }

@@ -200,6 +200,7 @@ fn body_of(e: &RecordedEvent) -> EventBody<'_> {
         event_type: e.event_type(),
         data: e.data(),
         metadata: e.metadata(),
+        principal: "",
     }
 }
 
@@ -740,6 +741,7 @@ fn gapped_log(dir: &Path) {
             event_type: "T",
             data: &data,
             metadata: b"",
+            principal: "",
         };
         w.push_commit(&[(h, body)]).unwrap();
     }
@@ -868,6 +870,7 @@ fn unmarked_jumps_in_positions_are_corruption() {
             event_type: "T",
             data: &[b'y'; 300],
             metadata: b"",
+            principal: "",
         };
         w.push_commit(&[(h, body)]).unwrap();
     }
@@ -935,6 +938,7 @@ fn torn_first_append_after_a_gap_continues_at_the_same_position() {
             event_type: "T",
             data: b"{}",
             metadata: b"",
+            principal: "",
         };
         w.push_commit(&[(h, body)]).unwrap();
     }

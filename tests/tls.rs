@@ -118,7 +118,13 @@ async fn the_kurrentdb_client_appends_and_reads_over_tls_with_credentials() {
     .expect("read");
     let mut ids = Vec::new();
     while let Some(e) = read.next().await.expect("next") {
-        ids.push(e.get_original_event().id);
+        let e = e.get_original_event();
+        // Who appended it comes back in the system metadata, beside type and content-type.
+        assert_eq!(
+            e.metadata.get("$principal").map(String::as_str),
+            Some("admin")
+        );
+        ids.push(e.id);
     }
     assert_eq!(ids, (0..3).map(common::id).collect::<Vec<_>>());
 

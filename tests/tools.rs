@@ -644,3 +644,93 @@ fn tools_refuse_a_directory_a_store_holds() {
     assert!(!out.status.success());
     assert!(!dir.path().join("missing").exists());
 }
+
+#[test]
+fn principals_survive_dump_compaction_and_replay() {
+    let dir = common::tempdir();
+    {
+        let store = Store::open(dir.path(), config()).unwrap();
+        store
+            .append_multi(vec![
+                StreamAppend::new("order-1", ExpectedRevision::Any, vec![ev(1, "Placed")])
+                    .by("ada"),
+            ])
+            .unwrap();
+        store
+            .append("order-1", ExpectedRevision::Any, vec![ev(2, "Paid")])
+            .unwrap();
+        store
+            .append_multi(vec![
+                StreamAppend::new("order-2", ExpectedRevision::Any, vec![ev(3, "Placed")])
+                    .by("bob"),
+            ])
+            .unwrap();
+        store
+            .delete_stream_by("order-2", ExpectedRevision::Any, "admin")
+            .unwrap();
+        // Over the limit: refused with the limit named, nothing written.
+        let long = "p".repeat(1025);
+        let err = store
+            .append_multi(vec![
+                StreamAppend::new("order-3", ExpectedRevision::Any, vec![ev(4, "Placed")]).by(long),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                statestore::Error::LimitExceeded {
+                    what: statestore::Limit::PrincipalBytes,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        store.close().unwrap();
+    }
+    let principals = |dir: &Path| -> Vec<(String, Option<String>)> {
+        let store = Store::open(dir, config()).unwrap();
+        let mut out = Vec::new();
+        dump(&store, &DumpOptions::default(), &mut out, &mut NoProgress).unwrap();
+        store.close().unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let e = EventLine::parse(l).unwrap();
+                (format!("{}@{}", e.stream, e.revision), e.principal)
+            })
+            .collect()
+    };
+    let expected = vec![
+        ("order-1@0".to_string(), Some("ada".to_string())),
+        ("order-1@1".to_string(), None),
+        ("order-2@0".to_string(), Some("bob".to_string())),
+        ("$$order-2@0".to_string(), Some("admin".to_string())),
+    ];
+    assert_eq!(principals(dir.path()), expected);
+
+    let copy = common::tempdir();
+    let into = copy.path().join("replayed");
+    {
+        let store = Store::open(dir.path(), config()).unwrap();
+        replay_into_dir(
+            &store,
+            &into,
+            &ReplayOptions::default(),
+            &config(),
+            &mut NoProgress,
+        )
+        .unwrap();
+        store.close().unwrap();
+    }
+    assert_eq!(principals(&into), expected);
+
+    // Compaction drops the deleted stream's event (its last event stays, emptied) and keeps
+    // every principal of what it keeps.
+    compact(dir.path(), &config(), &mut NoProgress).unwrap();
+    let after = principals(dir.path());
+    for row in &after {
+        assert!(expected.contains(row), "{row:?} after compaction");
+    }
+    assert!(after.contains(&expected[0]) && after.contains(&expected[3]));
+}

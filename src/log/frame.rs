@@ -3,7 +3,7 @@
 //! ```text
 //! frame   = len:u32 | crc:u32 | payload[len]
 //! crc     = crc32(len bytes ++ payload)            (crc32fast, IEEE)
-//! payload = event header (72 bytes) | stream | event_type | data | metadata
+//! payload = event header (72 bytes) | stream | event_type | data | metadata | principal
 //! ```
 //!
 //! | offset | size | field            | meaning                                                  |
@@ -19,11 +19,11 @@
 //! |     57 |    1 | flags            | bit 0 [`GAP_BEFORE`]; the other bits are 0               |
 //! |     58 |    2 | stream_len       | bytes of the stream name                                 |
 //! |     60 |    2 | type_len         | bytes of the event type                                  |
-//! |     62 |    2 | reserved         | 0                                                        |
+//! |     62 |    2 | principal_len    | bytes of the principal that appended it (0: none)        |
 //! |     64 |    4 | data_len         | bytes of data                                            |
 //! |     68 |    4 | metadata_len     | bytes of metadata                                        |
 //!
-//! All integers are little-endian. `len` equals 72 + the four lengths exactly. A `len` of zero
+//! All integers are little-endian. `len` equals 72 + the five lengths exactly. A `len` of zero
 //! marks the end of the written part of a segment (segments are zero-filled ahead of time).
 //!
 //! [`GAP_BEFORE`] marks a frame whose position may be above the one after the previous frame
@@ -45,6 +45,8 @@ pub const EVENT_HEADER_BYTES: usize = 72;
 pub const FRAME_BYTES_MIN: usize = FRAME_PREFIX_BYTES + EVENT_HEADER_BYTES;
 /// Largest payload a decoder accepts; larger lengths are damage.
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 30;
+/// Longest principal a frame may carry, in bytes.
+pub const PRINCIPAL_BYTES_MAX: usize = 1024;
 
 const OFF_POSITION: usize = 0;
 const OFF_REVISION: usize = OFF_POSITION + 8;
@@ -57,8 +59,8 @@ const OFF_CONTENT_TYPE: usize = OFF_COMMIT_COUNT + 4;
 const OFF_FLAGS: usize = OFF_CONTENT_TYPE + 1;
 const OFF_STREAM_LEN: usize = OFF_FLAGS + 1;
 const OFF_TYPE_LEN: usize = OFF_STREAM_LEN + 2;
-const OFF_RESERVED: usize = OFF_TYPE_LEN + 2;
-const OFF_DATA_LEN: usize = OFF_RESERVED + 2;
+const OFF_PRINCIPAL_LEN: usize = OFF_TYPE_LEN + 2;
+const OFF_DATA_LEN: usize = OFF_PRINCIPAL_LEN + 2;
 const OFF_METADATA_LEN: usize = OFF_DATA_LEN + 4;
 const _: () = assert!(OFF_METADATA_LEN + 4 == EVENT_HEADER_BYTES);
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
@@ -98,6 +100,9 @@ pub struct EventBody<'a> {
     pub event_type: &'a str,
     pub data: &'a [u8],
     pub metadata: &'a [u8],
+    /// Who appended the event (a user name or token subject), empty when the server had no
+    /// authentication. At most [`PRINCIPAL_BYTES_MAX`] bytes.
+    pub principal: &'a str,
 }
 
 /// A decoded frame: the header, and where each part lies within the frame's payload.
@@ -111,6 +116,7 @@ pub struct DecodedFrame {
     pub event_type: Range<usize>,
     pub data: Range<usize>,
     pub metadata: Range<usize>,
+    pub principal: Range<usize>,
 }
 
 /// What lies at an offset of a segment.
@@ -141,6 +147,7 @@ pub fn serialized_len(body: &EventBody<'_>) -> usize {
         + body.event_type.len()
         + body.data.len()
         + body.metadata.len()
+        + body.principal.len()
 }
 
 /// Appends one frame to `buf`. The caller has checked the limits: names fit in `u16`, data and
@@ -175,8 +182,8 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     {
         buf.extend_from_slice(&(body.stream.len() as u16).to_le_bytes());
         buf.extend_from_slice(&(body.event_type.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&(body.principal.len() as u16).to_le_bytes());
     }
-    buf.extend_from_slice(&[0; 2]);
     #[expect(
         clippy::cast_possible_truncation,
         reason = "event_bytes_max fits in u32"
@@ -189,6 +196,7 @@ pub fn encode_into(buf: &mut Vec<u8>, header: &EventHeader, body: &EventBody<'_>
     buf.extend_from_slice(body.event_type.as_bytes());
     buf.extend_from_slice(body.data);
     buf.extend_from_slice(body.metadata);
+    buf.extend_from_slice(body.principal.as_bytes());
     let frame = buf.get_mut(start..).unwrap_or_default();
     debug_assert_eq!(frame.len(), total);
     seal(frame);
@@ -271,9 +279,6 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
     if header.flags & !KNOWN_FLAGS != 0 {
         return Err(FrameError::Inconsistent("unknown frame flags"));
     }
-    if u16_at(OFF_RESERVED)? != 0 {
-        return Err(FrameError::Inconsistent("reserved bytes are not zero"));
-    }
     let stream_len = u16_at(OFF_STREAM_LEN)? as usize;
     let type_len = u16_at(OFF_TYPE_LEN)? as usize;
     let data_len = u32_at(OFF_DATA_LEN)? as usize;
@@ -282,12 +287,13 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
     let event_type = stream.end..stream.end + type_len;
     let data = event_type.end..event_type.end + data_len;
     let metadata = data.end..data.end + metadata_len;
-    if metadata.end != p.len() {
+    let principal = metadata.end..metadata.end + u16_at(OFF_PRINCIPAL_LEN)? as usize;
+    if principal.end != p.len() {
         return Err(FrameError::Inconsistent(
             "part lengths do not add up to the frame length",
         ));
     }
-    for range in [&stream, &event_type] {
+    for range in [&stream, &event_type, &principal] {
         let name = p.get(range.clone()).unwrap_or_default();
         if std::str::from_utf8(name).is_err() {
             return Err(FrameError::Inconsistent("name is not UTF-8"));
@@ -300,6 +306,7 @@ fn parse_payload(p: &[u8], frame_len: usize) -> Result<Decoded, FrameError> {
         event_type,
         data,
         metadata,
+        principal,
     }))
 }
 
@@ -312,6 +319,7 @@ impl DecodedFrame {
             event_type: std::str::from_utf8(s(&self.event_type)).unwrap_or_default(),
             data: s(&self.data),
             metadata: s(&self.metadata),
+            principal: std::str::from_utf8(s(&self.principal)).unwrap_or_default(),
         }
     }
 }

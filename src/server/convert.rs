@@ -122,6 +122,7 @@ pub fn recorded(e: &RecordedEvent) -> proto::RecordedEvent {
         data: e.data_bytes(),
         metadata: e.metadata_bytes(),
         timestamp_us: e.timestamp_us,
+        principal: e.principal().unwrap_or_default().to_owned(),
     }
 }
 

@@ -270,6 +270,8 @@ pub async fn serve_with_stats(
     let limit = config.message_bytes_max;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
+        // Fails only when a provider is installed already, which is as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut tls_config = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(
                 &tls.cert_pem,

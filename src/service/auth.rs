@@ -42,6 +42,15 @@ impl Principal {
         }
     }
 
+    /// The name recorded with the events this caller appends: the user, `$anonymous`, or
+    /// nothing while authentication is off.
+    pub fn recorded(&self) -> &str {
+        match self {
+            Principal::Open => "",
+            p => p.name(),
+        }
+    }
+
     fn in_group(&self, group: &str) -> bool {
         matches!(self, Principal::User { groups, .. } if groups.iter().any(|g| g == group))
     }

@@ -280,11 +280,13 @@ impl Service {
     pub async fn append(
         &self,
         who: &Principal,
-        parts: Vec<StreamAppend>,
+        mut parts: Vec<StreamAppend>,
     ) -> Result<Vec<AppendResult>> {
-        for part in &parts {
+        for part in &mut parts {
             self.check_stream_name(&part.stream)?;
             self.authorize(who, Access::Write, &part.stream)?;
+            // The audit trail: who appended is the service's to say, never the client's.
+            part.principal = who.recorded().to_string();
         }
         let (tx, rx) = oneshot::channel();
         let queued = self.store.try_append_multi_with(parts, move |result| {
@@ -352,7 +354,8 @@ impl Service {
         self.authorize(who, Access::MetadataWrite, &stream)?;
         auth::check_acl(&metadata.custom)?;
         let store = Arc::clone(&self.store);
-        blocking(move || store.set_stream_metadata(&stream, expected, metadata)).await
+        let by = who.recorded().to_string();
+        blocking(move || store.set_stream_metadata_by(&stream, expected, metadata, &by)).await
     }
 
     /// Sets a stream's metadata from its stored JSON form (KurrentDB's `$$S` events). The size
@@ -420,7 +423,8 @@ impl Service {
         self.check_stream_name(&stream)?;
         self.authorize(who, Access::Delete, &stream)?;
         let store = Arc::clone(&self.store);
-        blocking(move || store.delete_stream(&stream, expected)).await
+        let by = who.recorded().to_string();
+        blocking(move || store.delete_stream_by(&stream, expected, &by)).await
     }
 
     pub async fn tombstone_stream(
@@ -432,7 +436,8 @@ impl Service {
         self.check_stream_name(&stream)?;
         self.authorize(who, Access::Delete, &stream)?;
         let store = Arc::clone(&self.store);
-        blocking(move || store.tombstone_stream(&stream, expected)).await
+        let by = who.recorded().to_string();
+        blocking(move || store.tombstone_stream_by(&stream, expected, &by)).await
     }
 
     /// The server's figures; the data directory only for admins and operators.

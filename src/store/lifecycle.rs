@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
+use super::validate::check_principal;
 use super::{Shared, Store, writer};
 use crate::error::{Error, Limit, Result};
 use crate::types::{
@@ -400,7 +401,20 @@ impl Store {
         expected: ExpectedRevision,
         metadata: StreamMetadata,
     ) -> Result<AppendResult> {
+        self.set_stream_metadata_by(stream, expected, metadata, "")
+    }
+
+    /// [`Store::set_stream_metadata`], recorded as made by `principal` (see
+    /// [`crate::RecordedEvent::principal`]).
+    pub fn set_stream_metadata_by(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+        principal: &str,
+    ) -> Result<AppendResult> {
         self.check_lifecycle_name(stream)?;
+        check_principal(principal)?;
         metadata.check()?;
         let bytes = metadata.to_json().len() as u64;
         let limit = self.shared.config.event_bytes_max;
@@ -417,6 +431,7 @@ impl Store {
                 expected,
                 metadata,
             },
+            principal,
             bytes,
         )
     }
@@ -503,10 +518,23 @@ impl Store {
     /// Errors: `StreamNotFound` when the stream has no events; `StreamDeleted` when it is
     /// tombstoned; `WrongExpectedRevision`.
     pub fn delete_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<Position> {
-        self.remove_stream(LifecycleOp::Delete {
-            stream: stream.to_string(),
-            expected,
-        })
+        self.delete_stream_by(stream, expected, "")
+    }
+
+    /// [`Store::delete_stream`], recorded as made by `principal`.
+    pub fn delete_stream_by(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        principal: &str,
+    ) -> Result<Position> {
+        self.remove_stream(
+            LifecycleOp::Delete {
+                stream: stream.to_string(),
+                expected,
+            },
+            principal,
+        )
     }
 
     /// Tombstones `stream`: deleted for good. Every later read, append or delete of it is
@@ -518,21 +546,35 @@ impl Store {
     ///
     /// Errors: `StreamDeleted` when already tombstoned; `WrongExpectedRevision`.
     pub fn tombstone_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<Position> {
-        self.remove_stream(LifecycleOp::Tombstone {
-            stream: stream.to_string(),
-            expected,
-        })
+        self.tombstone_stream_by(stream, expected, "")
+    }
+
+    /// [`Store::tombstone_stream`], recorded as made by `principal`.
+    pub fn tombstone_stream_by(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        principal: &str,
+    ) -> Result<Position> {
+        self.remove_stream(
+            LifecycleOp::Tombstone {
+                stream: stream.to_string(),
+                expected,
+            },
+            principal,
+        )
     }
 
     /// A delete or tombstone: the record, then the stream's snapshots.
-    fn remove_stream(&self, op: LifecycleOp) -> Result<Position> {
+    fn remove_stream(&self, op: LifecycleOp, principal: &str) -> Result<Position> {
+        check_principal(principal)?;
         let (LifecycleOp::Delete { stream, .. } | LifecycleOp::Tombstone { stream, .. }) = &op
         else {
             return Err(Error::InvalidArgument("not a delete".into()));
         };
         let stream = stream.clone();
         self.check_lifecycle_name(&stream)?;
-        let result = self.submit_lifecycle(op, 64)?;
+        let result = self.submit_lifecycle(op, principal, 64)?;
         self.delete_snapshots(&stream)?;
         Ok(result.last_position)
     }
@@ -557,12 +599,18 @@ impl Store {
         Ok(())
     }
 
-    fn submit_lifecycle(&self, op: LifecycleOp, encoded_bytes: u64) -> Result<AppendResult> {
+    fn submit_lifecycle(
+        &self,
+        op: LifecycleOp,
+        principal: &str,
+        encoded_bytes: u64,
+    ) -> Result<AppendResult> {
         let slot = Arc::new(writer::ReplySlot::default());
         self.submit_request(
             Vec::new(),
             Some(op),
-            encoded_bytes + 256,
+            principal.to_string(),
+            encoded_bytes + 256 + principal.len() as u64,
             writer::Replier::new(slot.clone()),
         )
         .map_err(|(e, _)| e)?;

@@ -332,6 +332,7 @@ impl Store {
         let request = writer::Request {
             parts,
             op: None,
+            principal: String::new(),
             encoded_bytes,
             reply,
         };
@@ -360,7 +361,7 @@ impl Store {
             Ok(n) => n,
             Err(e) => return Err((e, reply)),
         };
-        self.submit_request(parts, None, encoded_bytes, reply)
+        self.submit_request(parts, None, String::new(), encoded_bytes, reply)
     }
 
     /// Queues a checked append or lifecycle change for the writer.
@@ -368,6 +369,7 @@ impl Store {
         &self,
         parts: Vec<StreamAppend>,
         op: Option<lifecycle::LifecycleOp>,
+        principal: String,
         encoded_bytes: u64,
         reply: writer::Replier,
     ) -> std::result::Result<(), (Error, writer::Replier)> {
@@ -382,6 +384,7 @@ impl Store {
         let _ = tx.send(writer::Request {
             parts,
             op,
+            principal,
             encoded_bytes,
             reply,
         });

@@ -440,6 +440,8 @@ pub(super) fn build_event(segment: &SegmentView, offset: u32, f: &DecodedFrame) 
         stream_end: f.stream.end as u32,
         type_end: f.event_type.end as u32,
         data_end: f.data.end as u32,
+        // At most `PRINCIPAL_BYTES_MAX`, checked by the decoder's u16 field.
+        principal_len: f.principal.len() as u16,
         position: Position(h.position),
         revision: Revision(h.revision),
         id: uuid::Uuid::from_bytes(h.id),

@@ -29,6 +29,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
     let mut bytes_total = 0u64;
     for part in parts.iter_mut() {
         check_stream_name(config, &part.stream)?;
+        check_principal(&part.principal)?;
         if !seen.insert(part.stream.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "stream '{}' appears twice in one append",
@@ -65,11 +66,20 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
                 event_type: &event.event_type,
                 data: &event.data,
                 metadata: &event.metadata,
+                principal: &part.principal,
             }) as u64;
         }
     }
     limit(Limit::AppendBytes, config.append_bytes_max, bytes_total)?;
     Ok(bytes_total)
+}
+
+pub(crate) fn check_principal(principal: &str) -> Result<()> {
+    limit(
+        Limit::PrincipalBytes,
+        frame::PRINCIPAL_BYTES_MAX as u64,
+        principal.len() as u64,
+    )
 }
 
 fn check_event(config: &Config, event: &EventData) -> Result<()> {

@@ -32,6 +32,9 @@ pub struct Request {
     pub parts: Vec<StreamAppend>,
     /// A metadata change, delete or tombstone instead of an append (`parts` is then empty).
     pub op: Option<LifecycleOp>,
+    /// Who asks for the lifecycle change `op`, recorded with its record (appends carry theirs
+    /// in their parts).
+    pub principal: String,
     pub encoded_bytes: u64,
     pub reply: Replier,
 }
@@ -255,7 +258,7 @@ impl Writer {
             let result = if io_error.is_some() {
                 Err(Error::Closed)
             } else {
-                match self.stage(r.parts, r.op, durable_through) {
+                match self.stage(r.parts, r.op, r.principal, durable_through) {
                     Err(e @ Error::Io { .. }) => {
                         io_error = Some(e);
                         Err(Error::Closed)
@@ -376,10 +379,11 @@ impl Writer {
         &mut self,
         parts: Vec<StreamAppend>,
         op: Option<LifecycleOp>,
+        principal: String,
         durable_through: u64,
     ) -> Result<Vec<AppendResult>> {
         if let Some(op) = op {
-            return self.stage_lifecycle(op, durable_through);
+            return self.stage_lifecycle(op, principal, durable_through);
         }
         let mut currents = Vec::with_capacity(parts.len());
         let mut duplicates = Vec::new();
@@ -438,7 +442,13 @@ impl Writer {
         let mut all_parts = Vec::with_capacity(extra + parts.len());
         let mut all_currents = Vec::with_capacity(extra + parts.len());
         for (stream, meta_revision, metadata) in &revived {
-            all_parts.push(lifecycle::metadata_part(stream, metadata, true));
+            // The revival is the append's doing: recorded as made by its principal.
+            let by = parts
+                .iter()
+                .find(|p| &p.stream == stream)
+                .map(|p| p.principal.clone())
+                .unwrap_or_default();
+            all_parts.push(lifecycle::metadata_part(stream, metadata, true).by(by));
             all_currents.push(*meta_revision);
         }
         all_parts.extend(parts);
@@ -465,6 +475,7 @@ impl Writer {
     fn stage_lifecycle(
         &mut self,
         op: LifecycleOp,
+        principal: String,
         durable_through: u64,
     ) -> Result<Vec<AppendResult>> {
         let stream = match &op {
@@ -554,6 +565,7 @@ impl Writer {
                 (lifecycle::tombstone_part(&stream), current, new_life)
             }
         };
+        let part = part.by(principal);
         let is_metadata = part.stream == meta_stream;
         let results = self.write_parts(&[part], vec![part_current], durable_through)?;
         let mut new_life = new_life;
@@ -663,6 +675,7 @@ fn body<'a>(part: &'a StreamAppend, event: &'a crate::types::EventData) -> Event
         event_type: &event.event_type,
         data: &event.data,
         metadata: &event.metadata,
+        principal: &part.principal,
     }
 }
 

@@ -177,6 +177,7 @@ pub(super) fn push(
                     event_type: e.event_type(),
                     data,
                     metadata,
+                    principal: e.principal().unwrap_or_default(),
                 },
             )
         })

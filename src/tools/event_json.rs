@@ -5,12 +5,13 @@
 //! ```text
 //! {"position":7,"stream":"order-42","revision":0,"id":"…uuid…","type":"OrderPlaced",
 //!  "content_type":"json","timestamp":"2026-11-23T04:55:13.123456Z","timestamp_us":…,
-//!  "data":{…},"metadata":{…}}
+//!  "data":{…},"metadata":{…},"principal":"ada"}
 //! ```
 //!
 //! `data` and `metadata` are the stored bytes verbatim when they are JSON (and hold no line
 //! break, so that a line stays a line); otherwise they are `data_base64` / `metadata_base64`
-//! (standard alphabet, padded). Empty metadata is left out. Parsing a line back gives the
+//! (standard alphabet, padded). Empty metadata is left out, and so is the principal of an event appended without
+//! authentication. Parsing a line back gives the
 //! exact stored bytes either way.
 
 use base64::Engine as _;
@@ -42,6 +43,9 @@ pub struct EventLine {
     pub metadata: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_base64: Option<String>,
+    /// Who appended the event; left out when it was appended without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 impl EventLine {
@@ -69,6 +73,7 @@ impl EventLine {
             data_base64,
             metadata,
             metadata_base64,
+            principal: e.principal().map(str::to_string),
         }
     }
 

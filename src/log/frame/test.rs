@@ -35,6 +35,7 @@ fn body() -> EventBody<'static> {
         event_type: "OrderPlaced",
         data: br#"{"total":42}"#,
         metadata: b"meta",
+        principal: "ada",
     }
 }
 
@@ -52,6 +53,7 @@ struct Content {
     event_type: String,
     data: Vec<u8>,
     metadata: Vec<u8>,
+    principal: String,
 }
 
 fn content_of(h: &EventHeader, b: &EventBody<'_>) -> Content {
@@ -61,6 +63,7 @@ fn content_of(h: &EventHeader, b: &EventBody<'_>) -> Content {
         event_type: b.event_type.to_owned(),
         data: b.data.to_vec(),
         metadata: b.metadata.to_vec(),
+        principal: b.principal.to_owned(),
     }
 }
 
@@ -126,10 +129,10 @@ fn round_trip_header_fields_land_at_documented_offsets() {
     assert_eq!(p[57], h.flags);
     assert_eq!(p[58..60], 8u16.to_le_bytes());
     assert_eq!(p[60..62], 11u16.to_le_bytes());
-    assert_eq!(p[62..64], [0, 0]);
+    assert_eq!(p[62..64], 3u16.to_le_bytes());
     assert_eq!(p[64..68], 12u32.to_le_bytes());
     assert_eq!(p[68..72], 4u32.to_le_bytes());
-    assert_eq!(&p[72..], b"order-42OrderPlaced{\"total\":42}meta");
+    assert_eq!(&p[72..], b"order-42OrderPlaced{\"total\":42}metaada");
 }
 
 #[test]
@@ -145,6 +148,7 @@ fn round_trip_empty_parts() {
         event_type: "",
         data: &[],
         metadata: &[],
+        principal: "",
     };
     let bytes = encode(&h, &b);
     assert_eq!(bytes.len(), FRAME_BYTES_MIN);
@@ -173,6 +177,7 @@ fn round_trip_max_length_names() {
         event_type: &event_type,
         data: &[0xff; 1000],
         metadata: &[],
+        principal: "",
     };
     let h = header();
     let bytes = encode(&h, &b);
@@ -250,12 +255,14 @@ fn serialized_len_equals_encoded_len() {
             event_type: "",
             data: &[],
             metadata: &[],
+            principal: "",
         },
         EventBody {
             stream: &long,
             event_type: "t",
             data: &[1; 4096],
             metadata: &[2; 17],
+            principal: "",
         },
     ];
     for b in &bodies {
@@ -318,6 +325,7 @@ fn truncation_with_low_zero_length_byte() {
         event_type: "",
         data: &data,
         metadata: &[],
+        principal: "",
     };
     let bytes = encode(&header(), &b);
     assert_eq!(bytes[..4], [0, 1, 0, 0]);
@@ -440,17 +448,51 @@ fn inconsistent(bytes: &[u8]) -> &'static str {
 }
 
 #[test]
-fn non_zero_reserved_bytes_are_inconsistent() {
-    for off in [at(OFF_RESERVED), at(OFF_RESERVED) + 1] {
-        for v in [1u8, 0x80, 0xff] {
+fn a_principal_length_that_does_not_add_up_is_inconsistent() {
+    for off in [at(OFF_PRINCIPAL_LEN), at(OFF_PRINCIPAL_LEN) + 1] {
+        for v in [0u8, 1, 0x80, 0xff] {
             let f = patched(|f| f[off] = v);
+            // The body's principal is 3 bytes: only that exact length adds up.
+            let low = off == at(OFF_PRINCIPAL_LEN);
+            if (low && v == 3) || (!low && v == 0) {
+                continue;
+            }
             assert_eq!(
                 inconsistent(&f),
-                "reserved bytes are not zero",
+                "part lengths do not add up to the frame length",
                 "offset {off} = {v}"
             );
         }
     }
+}
+
+#[test]
+fn a_principal_that_is_not_utf8_is_inconsistent() {
+    let f = patched(|f| {
+        let n = f.len();
+        f[n - 1] = 0xff;
+    });
+    assert_eq!(inconsistent(&f), "name is not UTF-8");
+}
+
+#[test]
+fn frames_without_a_principal_decode_as_before() {
+    // Frames written before principals existed hold 0 in the field and nothing after the
+    // metadata: they decode with an empty principal.
+    let b = EventBody {
+        principal: "",
+        ..body()
+    };
+    let bytes = encode(&header(), &b);
+    assert_eq!(
+        &bytes[at(OFF_PRINCIPAL_LEN)..at(OFF_PRINCIPAL_LEN) + 2],
+        &[0, 0]
+    );
+    assert_eq!(decode_content(&bytes).0.principal, "");
+    assert_eq!(
+        decode_content(&encode(&header(), &body())).0.principal,
+        "ada"
+    );
 }
 
 #[test]
@@ -703,9 +745,10 @@ proptest! {
         event_type in "\\PC{0,20}",
         data in proptest::collection::vec(any::<u8>(), 0..300),
         metadata in proptest::collection::vec(any::<u8>(), 0..100),
+        principal in "\\PC{0,20}",
         trailing in proptest::collection::vec(any::<u8>(), 0..16),
     ) {
-        let b = EventBody { stream: &stream, event_type: &event_type, data: &data, metadata: &metadata };
+        let b = EventBody { stream: &stream, event_type: &event_type, data: &data, metadata: &metadata, principal: &principal };
         let mut bytes = encode(&h, &b);
         prop_assert_eq!(bytes.len(), serialized_len(&b));
         let frame_len = bytes.len();

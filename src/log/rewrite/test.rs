@@ -52,6 +52,7 @@ fn push(w: &mut LogRewriter, commits: &[&[u64]]) {
                         event_type: "T",
                         data: d,
                         metadata: b"m",
+                        principal: "",
                     },
                 )
             })
@@ -212,6 +213,7 @@ fn the_last_segment_is_written_out_in_full() {
         event_type: "T",
         data: &d,
         metadata: &[],
+        principal: "",
     };
     w.push_commit(&[(header(1), body)]).unwrap();
     let summary = w.finish(2).unwrap();
@@ -282,6 +284,7 @@ fn bad_input_is_invalid_argument_and_writes_nothing() {
         event_type: "T",
         data: b"",
         metadata: b"",
+        principal: "",
     };
     assert!(invalid(w.push_commit(&[])).contains("at least one event"));
     for commit in [vec![6], vec![2], vec![7, 7], vec![9, 8]] {
@@ -345,6 +348,7 @@ fn frames_round_trip_their_fields() {
         event_type: "Placed",
         data: b"{}",
         metadata: b"meta",
+        principal: "",
     };
     w.push_commit(&[(h, body)]).unwrap();
     w.finish(101).unwrap();

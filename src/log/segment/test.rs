@@ -37,6 +37,7 @@ fn frame(position: u64, index: u32, count: u32, durable_through: u64) -> Vec<u8>
         event_type: "Happened",
         data: data.as_bytes(),
         metadata: b"m",
+        principal: "",
     };
     let mut buf = Vec::new();
     encode_into(&mut buf, &header, &body);
@@ -499,7 +500,7 @@ fn scan_inconsistent_frame_is_corruption_even_in_last_role() {
     for (at, value, why) in [
         (57, 2, "unknown frame flags"),
         (57, 0x81, "unknown frame flags"),
-        (62, 1, "reserved bytes are not zero"),
+        (62, 1, "part lengths do not add up to the frame length"),
     ] {
         let f1 = frame(1, 0, 1, 0);
         let mut f2 = frame(2, 0, 1, 1);

@@ -100,6 +100,9 @@ pub fn proposed(
 }
 
 /// The parts of a stored event the protocol shows.
+/// The key of the system metadata map that carries who appended an event.
+pub const PRINCIPAL_KEY: &str = "$principal";
+
 pub struct EventView<'a> {
     pub stream: &'a str,
     pub event_type: &'a str,
@@ -110,6 +113,7 @@ pub struct EventView<'a> {
     pub timestamp_us: u64,
     pub data: Bytes,
     pub metadata: Bytes,
+    pub principal: Option<&'a str>,
 }
 
 impl<'a> EventView<'a> {
@@ -124,6 +128,7 @@ impl<'a> EventView<'a> {
             timestamp_us: e.timestamp_us,
             data: e.data_bytes(),
             metadata: e.metadata_bytes(),
+            principal: e.principal(),
         }
     }
 }
@@ -172,7 +177,7 @@ impl Converter {
             ContentType::Json => JSON,
             ContentType::Binary => OCTET_STREAM,
         };
-        let metadata = BTreeMap::from([
+        let mut metadata = BTreeMap::from([
             ("type".to_string(), e.event_type.to_string()),
             // 100 ns ticks since the Unix epoch.
             (
@@ -181,6 +186,10 @@ impl Converter {
             ),
             ("content-type".to_string(), content_type.to_string()),
         ]);
+        // Who appended it: an extra system-metadata key, which the clients pass through.
+        if let Some(principal) = e.principal {
+            metadata.insert(PRINCIPAL_KEY.to_string(), principal.to_string());
+        }
         let event = read_resp::read_event::RecordedEvent {
             id: Some(self.id(e.id)),
             stream_identifier: Some(shared::StreamIdentifier {
