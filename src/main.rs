@@ -37,7 +37,7 @@ enum Command {
     /// Open (or create) a store and serve the gRPC API until SIGINT or SIGTERM. On a signal the
     /// server stops accepting calls, ends subscriptions, finishes appends in flight, syncs the
     /// log, releases the data directory and exits 0.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Open a store, check it as `serve` does, print its figures as one JSON line, and close it.
     Stats(StoreArgs),
     /// Drive a running server over gRPC and report throughput and latency. The last line printed
@@ -217,6 +217,20 @@ struct ServeArgs {
         conflicts_with = "admin_password"
     )]
     admin_password_file: Option<PathBuf>,
+    /// Accept bearer tokens (JWTs) signed by a key of this JWKS file; the token's `sub` is the
+    /// principal, its roles claim the groups.
+    #[arg(long, env = "STATESTORE_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// With --jwks-file: a token's `iss` must be this.
+    #[arg(long, env = "STATESTORE_JWT_ISSUER", requires = "jwks_file")]
+    jwt_issuer: Option<String>,
+    /// With --jwks-file: a token's `aud` must hold this.
+    #[arg(long, env = "STATESTORE_JWT_AUDIENCE", requires = "jwks_file")]
+    jwt_audience: Option<String>,
+    /// With --jwks-file: the claim listing the caller's groups (a list, or names separated by
+    /// spaces).
+    #[arg(long, env = "STATESTORE_JWT_ROLES_CLAIM", default_value = "roles")]
+    jwt_roles_claim: String,
     /// Allow listening on a non-loopback address without TLS and authentication. Anyone who
     /// reaches the port can then read, write and delete everything.
     #[arg(long, env = "STATESTORE_INSECURE")]
@@ -234,7 +248,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Verify(args) => return verify(&args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Stats(args) => stats(args),
         Command::Bench(args) => statestore::bench::run(args).map_err(|e| e.to_string()),
         Command::Dump(args) => dump(args),
@@ -465,7 +479,17 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("created user 'admin' in group $admins");
     }
     let users = statestore::users::Users::load(&store).map_err(|e| e.to_string())?;
-    let secure = tls.is_some() && !users.is_empty();
+    let jwt = match &args.jwks_file {
+        Some(path) => Some(statestore::service::jwt::JwtConfig {
+            jwks: String::from_utf8(read_file(path)?)
+                .map_err(|_| format!("{} is not UTF-8 text", path.display()))?,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            roles_claim: args.jwt_roles_claim.clone(),
+        }),
+        None => None,
+    };
+    let secure = tls.is_some() && (!users.is_empty() || jwt.is_some());
     if exposed && !secure && !args.insecure {
         return Err(refuse());
     }
@@ -481,6 +505,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             checkpoint_interval: args.checkpoint_interval,
             subscriptions_max: args.subscriptions_max,
             buffered_bytes_max: args.buffered_bytes_max,
+            jwt,
             ..ServiceConfig::default()
         },
         ..ServerConfig::default()

@@ -550,3 +550,98 @@ async fn every_commit_records_who_made_it() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].principal, "bob");
 }
+
+/// A JWKS with one P-256 key, and a function signing claims with it.
+fn token_issuer() -> (String, impl Fn(serde_json::Value) -> String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let pair = rcgen::KeyPair::generate().expect("key pair");
+    let raw = pair.public_key_raw();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "k1",
+        "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..]),
+    }]});
+    let key = jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der());
+    let sign = move |claims: serde_json::Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    };
+    (jwks.to_string(), sign)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_the_jwks_authenticate_beside_users() {
+    let (jwks, sign) = token_issuer();
+    let dir = common::tempdir();
+    let store = Store::open(dir.path(), common::config()).expect("open");
+    users::add_user(&store, "ada", "ada-pw", &[]).expect("ada");
+    let config = ServerConfig {
+        service: statestore::service::ServiceConfig {
+            jwt: Some(statestore::service::jwt::JwtConfig {
+                jwks,
+                issuer: Some("https://id.example".into()),
+                audience: Some("statestore".into()),
+                roles_claim: "roles".into(),
+            }),
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = TestServer::serve(Arc::new(store), config).await;
+    let f = Fixture { server, _dir: dir };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = |sub: &str, exp: u64, roles: &[&str]| {
+        serde_json::json!({"sub": sub, "exp": exp, "iss": "https://id.example",
+                           "aud": "statestore", "roles": roles})
+    };
+    let bearer = |claims| Some(format!("Bearer {}", sign(claims)));
+
+    let mut svc = f
+        .client(bearer(claims("svc-billing", now + 600, &[])))
+        .await;
+    svc.append(append_request("order-1", 1))
+        .await
+        .expect("append");
+    let events = read(&mut svc, "order-1").await.expect("read");
+    assert_eq!(events[0].principal, "svc-billing");
+    let s = expect_err(read(&mut svc, "$users").await);
+    assert_denied(&s, "svc-billing", "read", "$users");
+
+    // Roles are groups: $ops reads the whole log.
+    let mut ops = f
+        .client(bearer(claims("svc-audit", now + 600, &["$ops"])))
+        .await;
+    let mut all = ops
+        .read_all(proto::ReadAllRequest {
+            max_count: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("ops reads $all")
+        .into_inner();
+    while let Some(page) = all.next().await {
+        page.expect("page");
+    }
+
+    // Expired or foreign tokens are UNAUTHENTICATED; Basic credentials still work.
+    let mut expired = f
+        .client(bearer(claims("svc-billing", now - 3600, &[])))
+        .await;
+    let s = expect_err(read(&mut expired, "order-1").await);
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("ExpiredSignature"), "{}", s.message());
+    let (_, other) = token_issuer();
+    let mut foreign = f
+        .client(Some(format!(
+            "Bearer {}",
+            other(claims("x", now + 600, &[]))
+        )))
+        .await;
+    let s = expect_err(read(&mut foreign, "order-1").await);
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let mut ada = f.as_user("ada", "ada-pw").await;
+    assert_eq!(read(&mut ada, "order-1").await.expect("ada reads").len(), 1);
+}

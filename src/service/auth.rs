@@ -194,19 +194,23 @@ pub struct Authenticator {
     /// The exact credential text of recent successful logins, and who they were.
     verified: Mutex<HashMap<String, Principal>>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Bearer tokens, when a JWKS is configured.
+    jwt: Option<super::jwt::JwtVerifier>,
 }
 
 impl Authenticator {
-    pub fn new(users: Users) -> Authenticator {
+    pub fn new(users: Users, jwt: Option<super::jwt::JwtVerifier>) -> Authenticator {
         Authenticator {
             users: RwLock::new(Arc::new(users)),
             verified: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            jwt,
         }
     }
 
+    /// Whether calls need credentials: once the store has a user or tokens are configured.
     pub fn enabled(&self) -> bool {
-        !self.users.read().is_empty()
+        self.jwt.is_some() || !self.users.read().is_empty()
     }
 
     pub fn users(&self) -> Arc<Users> {
@@ -219,8 +223,9 @@ impl Authenticator {
         self.verified.lock().clear();
     }
 
-    /// The principal for an `authorization` value (`Basic base64(user:password)`), or for none.
-    /// Blocking: a first login costs an argon2id verification; call it off the async workers.
+    /// The principal for an `authorization` value (`Basic base64(user:password)` or
+    /// `Bearer JWT`), or for none. Blocking: a first login costs an argon2id verification;
+    /// call it off the async workers.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
@@ -241,6 +246,20 @@ impl Authenticator {
             return Err(Error::Unauthenticated(
                 "too many failed logins from this address; try again later".into(),
             ));
+        }
+        if let Some(token) = bearer(header) {
+            let Some(jwt) = &self.jwt else {
+                return Err(Error::Unauthenticated(
+                    "bearer tokens are not accepted: the server has no --jwks-file".into(),
+                ));
+            };
+            // Not cached: a token's expiry is checked at every call.
+            return jwt.verify(token).inspect_err(|e| {
+                tracing::warn!(peer = ?peer, error = %e, "failed login with a bearer token");
+                if let Some(ip) = peer {
+                    self.failed(ip);
+                }
+            });
         }
         let (user, password) = parse_basic(header)?;
         let users = self.users();
@@ -286,13 +305,21 @@ impl Authenticator {
     }
 }
 
+/// The token of a `Bearer TOKEN` value.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 /// `Basic base64(user:password)` to its parts.
 pub fn parse_basic(header: &str) -> crate::Result<(String, String)> {
     let bad = || Error::Unauthenticated("the authorization is not HTTP Basic credentials".into());
     let (scheme, encoded) = header.trim().split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(Error::Unauthenticated(format!(
-            "the authorization scheme '{}' is not supported; use Basic",
+            "the authorization scheme '{}' is not supported; use Basic or Bearer",
             scheme.escape_debug()
         )));
     }

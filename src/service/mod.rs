@@ -16,6 +16,7 @@
 
 pub mod auth;
 mod events;
+pub mod jwt;
 mod live;
 mod outbox;
 mod reads;
@@ -80,6 +81,9 @@ pub struct ServiceConfig {
     /// Checkpoint interval (scanned events) of filtered subscriptions that ask for 0.
     /// Default: 1000.
     pub checkpoint_interval: u64,
+    /// Bearer tokens: the JWKS and the checks every token passes. Default: none (only HTTP
+    /// Basic credentials of the store's users).
+    pub jwt: Option<jwt::JwtConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -96,6 +100,7 @@ impl Default for ServiceConfig {
             subscriptions_max: 10_000,
             stall_timeout: std::time::Duration::from_secs(10),
             checkpoint_interval: 1000,
+            jwt: None,
         }
     }
 }
@@ -177,6 +182,7 @@ impl Service {
     ) -> Result<Arc<Service>> {
         config.validate(&store)?;
         let users = Users::load(&store)?;
+        let jwt = config.jwt.clone().map(jwt::JwtVerifier::new).transpose()?;
         let live = live::Live::start(
             Arc::clone(&store),
             config.live_ring_batches,
@@ -192,7 +198,7 @@ impl Service {
             store,
             config,
             live,
-            auth: auth::Authenticator::new(users),
+            auth: auth::Authenticator::new(users, jwt),
             shutdown,
         }))
     }
