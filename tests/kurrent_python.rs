@@ -5,7 +5,8 @@
 //! while it works) with a pinned `esdbclient` from PyPI, serves a fresh store in process on
 //! 127.0.0.1:0, and runs `tests/kurrent/esdbclient_scenarios.py` against it: appends with
 //! every expected version, idempotent retries, stream and `$all` reads with filters, catch-up
-//! subscriptions (also under concurrent appends), metadata, delete and tombstone. The script
+//! subscriptions (also under concurrent appends), metadata, delete and tombstone; then, over TLS
+//! with users, `tests/kurrent/esdbclient_tls.py` (credentials, refusals). The script
 //! asserts exact values and exits non-zero on the first failure; its output is shown then.
 //!
 //! It needs `python3` with `venv` and `pip`, and PyPI the first time. Without them it fails,
@@ -101,6 +102,62 @@ fn esdbclient_scenarios() {
         output.status
     );
 
+    runtime.block_on(server.stop());
+
+    tls_with_users(&runtime, &python);
+}
+
+/// The client over TLS with credentials: a self-signed certificate for `localhost` as its
+/// root, `admin` and `ada` as users (tests/kurrent/esdbclient_tls.py).
+fn tls_with_users(runtime: &tokio::runtime::Runtime, python: &Path) {
+    let dir = common::tempdir();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("self-signed certificate");
+    let cert_pem = certified.cert.pem();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &cert_pem).expect("write the CA file");
+    let store = statestore::Store::open(dir.path().join("data"), common::config()).expect("open");
+    statestore::users::bootstrap_admin(&store, "changeit").expect("admin");
+    statestore::users::add_user(&store, "ada", "ada-pw", &[]).expect("ada");
+    let config = ServerConfig {
+        tls: Some(statestore::server::TlsConfig {
+            cert_pem: cert_pem.into_bytes(),
+            key_pem: certified.signing_key.serialize_pem().into_bytes(),
+            client_ca_pem: None,
+        }),
+        ..ServerConfig::default()
+    };
+    let server = runtime.block_on(TestServer::serve(std::sync::Arc::new(store), config));
+    let uri = format!(
+        "esdb://{{user}}:{{password}}@localhost:{}",
+        server.addr.port()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kurrent/esdbclient_tls.py");
+    let mut command = command(
+        python,
+        [script.as_os_str(), OsStr::new(&uri), ca_file.as_os_str()],
+    );
+    command.env("PYTHONUNBUFFERED", "1");
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "grpc_proxy",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(var);
+    }
+    let output = run(command, SCRIPT_TIMEOUT, "the esdbclient TLS script")
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let text = output_text(&output);
+    println!("{text}");
+    assert!(
+        output.status.success(),
+        "esdbclient over TLS failed ({}):\n{text}",
+        output.status
+    );
     runtime.block_on(server.stop());
 }
 
