@@ -531,3 +531,69 @@ async fn regex_filters_are_bounded_in_size_and_in_time() {
     // Other clients were served meanwhile and after.
     c.append(append("order-1", 1000)).await.expect("served");
 }
+
+// The KurrentDB adapter's `$all` subscription from the largest position: the same wrap once
+// replayed the log forever through this front-end too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kurrent_subscription_from_the_largest_position_replays_nothing() {
+    use wire::read_req::options::{self as o, filter_options as fo};
+    let (server, _dir) = start(ServerConfig::default()).await;
+    let mut c = server.client().await;
+    for n in 0..20 {
+        c.append(append("order-1", n)).await.expect("append");
+    }
+    let subscribe = |filter: Option<o::FilterOption>| wire::ReadReq {
+        options: Some(wire::read_req::Options {
+            stream_option: Some(o::StreamOption::All(o::AllOptions {
+                all_option: Some(o::all_options::AllOption::Position(o::Position {
+                    commit_position: u64::MAX,
+                    prepare_position: u64::MAX,
+                })),
+            })),
+            read_direction: o::ReadDirection::Forwards as i32,
+            resolve_links: false,
+            count_option: Some(o::CountOption::Subscription(o::SubscriptionOptions {})),
+            filter_option: Some(filter.unwrap_or(o::FilterOption::NoFilter(Empty {}))),
+            uuid_option: Some(o::UuidOption {
+                content: Some(o::uuid_option::Content::String(Empty {})),
+            }),
+            control_option: None,
+        }),
+    };
+    let filtered = o::FilterOption::Filter(o::FilterOptions {
+        filter: Some(fo::Filter::EventType(fo::Expression {
+            regex: String::new(),
+            prefix: vec!["Happ".into()],
+        })),
+        window: Some(fo::Window::Max(1)),
+        checkpoint_interval_multiplier: 1,
+    });
+    for filter in [None, Some(filtered)] {
+        let mut grpc = kurrent_channel(&server).await;
+        let mut sub = grpc
+            .server_streaming::<wire::ReadReq, wire::ReadResp, _>(
+                tonic::Request::new(subscribe(filter.clone())),
+                http::uri::PathAndQuery::from_static("/event_store.client.streams.Streams/Read"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("subscribe")
+            .into_inner();
+        c.append(append("order-1", 100)).await.expect("append");
+        let mut events = 0;
+        let mut messages = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
+            let m = m.expect("message");
+            messages += 1;
+            if matches!(m.content, Some(wire::read_resp::Content::Event(_))) {
+                events += 1;
+            }
+            if messages > 1000 {
+                break;
+            }
+        }
+        assert_eq!(events, 0, "filter {filter:?}: nothing lies after it");
+        assert!(messages <= 3, "filter {filter:?}: not a flood: {messages}");
+    }
+}
