@@ -72,20 +72,7 @@ fn esdbclient_scenarios() {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kurrent/esdbclient_scenarios.py");
 
-    let mut command = command(&python, [script.as_os_str(), OsStr::new(&uri)]);
-    command.env("PYTHONUNBUFFERED", "1");
-    // gRPC's Python library honours proxy variables; the server is local.
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "grpc_proxy",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(var);
-    }
+    let command = script_command(&python, [script.as_os_str(), OsStr::new(&uri)]);
     let ran = Instant::now();
     let output = run(command, SCRIPT_TIMEOUT, "the esdbclient scenario script")
         .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", python.display(), script.display()));
@@ -133,10 +120,26 @@ fn tls_with_users(runtime: &tokio::runtime::Runtime, python: &Path) {
         server.addr.port()
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kurrent/esdbclient_tls.py");
-    let mut command = command(
+    let command = script_command(
         python,
         [script.as_os_str(), OsStr::new(&uri), ca_file.as_os_str()],
     );
+    let output = run(command, SCRIPT_TIMEOUT, "the esdbclient TLS script")
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let text = output_text(&output);
+    println!("{text}");
+    assert!(
+        output.status.success(),
+        "esdbclient over TLS failed ({}):\n{text}",
+        output.status
+    );
+    runtime.block_on(server.stop());
+}
+
+/// A scenario script run by `python`, unbuffered, and with no proxy: gRPC's Python library
+/// honours proxy variables, and the server is local.
+fn script_command<'a>(python: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Command {
+    let mut command = command(python, args);
     command.env("PYTHONUNBUFFERED", "1");
     for var in [
         "http_proxy",
@@ -149,16 +152,7 @@ fn tls_with_users(runtime: &tokio::runtime::Runtime, python: &Path) {
     ] {
         command.env_remove(var);
     }
-    let output = run(command, SCRIPT_TIMEOUT, "the esdbclient TLS script")
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let text = output_text(&output);
-    println!("{text}");
-    assert!(
-        output.status.success(),
-        "esdbclient over TLS failed ({}):\n{text}",
-        output.status
-    );
-    runtime.block_on(server.stop());
+    command
 }
 
 /// The python of a working virtual environment with the pinned `esdbclient`, made if need be.
