@@ -29,6 +29,41 @@ pub enum Error {
         revision: Revision,
     },
 
+    /// A tracked commit's position is not greater than its source's stored one.
+    #[error(
+        "tracking position {position} of source '{source_name}' is not greater than the stored {stored}"
+    )]
+    TrackingNotIncreasing {
+        /// The tracking source (named so because `source` means the cause to `thiserror`).
+        source_name: String,
+        position: u64,
+        stored: u64,
+    },
+
+    /// A tracked commit expected another stored position for its source.
+    #[error("tracking conflict on source '{source_name}': expected {expected}, stored {}", stored.map_or_else(|| "none".to_string(), |p| p.to_string()))]
+    TrackingConflict {
+        source_name: String,
+        expected: crate::store::TrackingExpected,
+        stored: Option<u64>,
+    },
+
+    /// No persistent-subscription group of that name on that source.
+    #[error("persistent subscription group '{group}' on '{source_name}' does not exist")]
+    GroupNotFound { source_name: String, group: String },
+
+    /// A persistent-subscription group of that name already exists on that source.
+    #[error("persistent subscription group '{group}' on '{source_name}' already exists")]
+    GroupExists { source_name: String, group: String },
+
+    /// The group has its maximum number of consumers.
+    #[error("persistent subscription group '{group}' on '{source_name}' has its maximum of {max} consumers")]
+    GroupFull {
+        source_name: String,
+        group: String,
+        max: u32,
+    },
+
     /// The stream does not exist.
     #[error("stream '{stream}' not found")]
     StreamNotFound { stream: String },

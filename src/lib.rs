@@ -48,7 +48,9 @@ pub use error::{ActualRevision, Error, Limit, Result};
 pub use snapshot::Snapshot;
 pub use store::{
     DELETED_TRUNCATE_BEFORE, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, QueueFull, Store,
-    StoreStats, StreamMetadata, StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
+    StoreStats, StreamMetadata, StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, TRACKING_EVENT_TYPE,
+    TRACKING_REGISTRY_STREAM, TRACKING_SOURCE_BYTES_MAX, TRACKING_SOURCE_EVENT_TYPE,
+    TRACKING_STREAM_PREFIX, Tracking, TrackingEntry, TrackingExpected, metadata_stream_of,
 };
 pub use types::{
     AllSlice, AppendResult, ContentType, Direction, EventData, ExpectedRevision, Filter, Position,

@@ -38,6 +38,49 @@ pub fn to_status(error: &Error) -> Status {
             meta.insert("revision".into(), revision.0.to_string());
             (Code::AlreadyExists, "IDEMPOTENCY_CONFLICT")
         }
+        Error::TrackingNotIncreasing {
+            source_name,
+            position,
+            stored,
+        } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("position".into(), position.to_string());
+            meta.insert("stored".into(), stored.to_string());
+            (Code::FailedPrecondition, "TRACKING_NOT_INCREASING")
+        }
+        Error::TrackingConflict {
+            source_name,
+            expected,
+            stored,
+        } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("expected".into(), expected.to_string());
+            meta.insert(
+                "stored".into(),
+                stored.map_or_else(|| "none".to_string(), |p| p.to_string()),
+            );
+            (Code::FailedPrecondition, "TRACKING_CONFLICT")
+        }
+        Error::GroupNotFound { source_name, group } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("group".into(), group.clone());
+            (Code::NotFound, "GROUP_NOT_FOUND")
+        }
+        Error::GroupExists { source_name, group } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("group".into(), group.clone());
+            (Code::AlreadyExists, "GROUP_EXISTS")
+        }
+        Error::GroupFull {
+            source_name,
+            group,
+            max,
+        } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("group".into(), group.clone());
+            meta.insert("max".into(), max.to_string());
+            (Code::FailedPrecondition, "GROUP_FULL")
+        }
         Error::StreamNotFound { stream } => {
             meta.insert("stream".into(), stream.clone());
             (Code::NotFound, "STREAM_NOT_FOUND")

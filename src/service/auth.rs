@@ -26,6 +26,9 @@ pub enum Principal {
     Open,
     /// No credentials, on a store where authentication is on.
     Anonymous,
+    /// The server itself, for its own bookkeeping (persistent-subscription checkpoints and
+    /// parked events): may do everything, recorded as `$system`.
+    System,
     /// An authenticated user and the groups it belongs to.
     User {
         name: Arc<str>,
@@ -38,6 +41,7 @@ impl Principal {
     pub fn name(&self) -> &str {
         match self {
             Principal::Open | Principal::Anonymous => "$anonymous",
+            Principal::System => "$system",
             Principal::User { name, .. } => name,
         }
     }
@@ -56,7 +60,7 @@ impl Principal {
     }
 
     pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::Open) || self.in_group(ADMINS_GROUP)
+        matches!(self, Principal::Open | Principal::System) || self.in_group(ADMINS_GROUP)
     }
 
     /// Admins and operators: may read the whole log and see server details.

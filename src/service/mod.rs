@@ -19,6 +19,7 @@ mod events;
 pub mod jwt;
 mod live;
 mod outbox;
+pub mod persistent;
 mod reads;
 pub mod subscribe;
 
@@ -38,7 +39,7 @@ use crate::types::{
     AppendResult, ExpectedRevision, Position, RecordedEvent, Revision, StreamAppend,
 };
 use crate::users::{self, Users};
-use crate::{Snapshot, Store, StreamMetadata, StreamMetadataRecord};
+use crate::{Snapshot, Store, StreamMetadata, StreamMetadataRecord, Tracking, TrackingEntry};
 
 /// The stream name that means the whole log. Never a stream of its own.
 pub const ALL_STREAM: &str = "$all";
@@ -170,6 +171,8 @@ pub struct Service {
     subscriptions: Arc<Semaphore>,
     /// Bytes buffered for slow clients, across the server.
     buffered: outbox::ServerBudget,
+    /// Persistent-subscription groups.
+    groups: persistent::Groups,
 }
 
 impl Service {
@@ -190,6 +193,7 @@ impl Service {
             shutdown.clone(),
         );
         Ok(Arc::new(Service {
+            groups: persistent::Groups::new(&store),
             subscriptions: Arc::new(Semaphore::new(config.subscriptions_max)),
             buffered: outbox::ServerBudget::new(
                 config.buffered_bytes_max as usize,
@@ -286,7 +290,45 @@ impl Service {
     pub async fn append(
         &self,
         who: &Principal,
+        parts: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>> {
+        self.commit(who, parts, None).await
+    }
+
+    /// Appends and, in the same atomic commit, a tracking entry (which then may come alone).
+    /// For a tracked commit the answer ends with the tracking record's result. Sources
+    /// starting with `$` are the server's own (persistent-subscription checkpoints) and are
+    /// refused here; any caller that may append may track (an anonymous caller only on an
+    /// open server).
+    pub async fn commit(
+        &self,
+        who: &Principal,
+        parts: Vec<StreamAppend>,
+        tracking: Option<Tracking>,
+    ) -> Result<Vec<AppendResult>> {
+        if let Some(t) = &tracking {
+            if t.source.starts_with('$') {
+                return Err(Error::InvalidArgument(format!(
+                    "tracking sources starting with '$' are reserved for the server ('{}')",
+                    t.source.escape_debug()
+                )));
+            }
+            if matches!(who, Principal::Anonymous) {
+                return Err(Error::Unauthenticated(
+                    "tracking entries need credentials on this server".into(),
+                ));
+            }
+        }
+        self.commit_as(who, parts, tracking).await
+    }
+
+    /// [`Service::commit`] without the reservation of `$` sources: for the server's own
+    /// bookkeeping (checkpoints, parked entries) under the system principal.
+    pub(crate) async fn commit_as(
+        &self,
+        who: &Principal,
         mut parts: Vec<StreamAppend>,
+        tracking: Option<Tracking>,
     ) -> Result<Vec<AppendResult>> {
         for part in &mut parts {
             self.check_stream_name(&part.stream)?;
@@ -295,9 +337,12 @@ impl Service {
             part.principal = who.recorded().to_string();
         }
         let (tx, rx) = oneshot::channel();
-        let queued = self.store.try_append_multi_with(parts, move |result| {
-            let _ = tx.send(result);
-        });
+        let principal = who.recorded().to_string();
+        let queued = self
+            .store
+            .try_commit_with(parts, tracking, principal, move |result| {
+                let _ = tx.send(result);
+            });
         if let Err(full) = queued {
             // The writer's queue is full: wait for room on a blocking thread, not here.
             blocking(move || {
@@ -307,6 +352,38 @@ impl Service {
             .await?;
         }
         rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// The stored tracking entry of a source (`None` when it has none).
+    pub async fn tracking(&self, who: &Principal, source: String) -> Result<Option<TrackingEntry>> {
+        self.authorize_tracking_read(who)?;
+        let store = Arc::clone(&self.store);
+        blocking(move || store.tracking(&source)).await
+    }
+
+    /// The tracking entries whose source starts with `prefix`, a page at a time (see
+    /// [`Store::list_tracking`]).
+    pub async fn list_tracking(
+        &self,
+        who: &Principal,
+        prefix: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<TrackingEntry>, Option<u64>)> {
+        self.authorize_tracking_read(who)?;
+        let store = Arc::clone(&self.store);
+        blocking(move || store.list_tracking(&prefix, after, limit)).await
+    }
+
+    /// Tracking entries are readable by any authenticated caller (on an open server, by
+    /// anyone): they hold positions, not event data.
+    fn authorize_tracking_read(&self, who: &Principal) -> Result<()> {
+        if matches!(who, Principal::Anonymous) {
+            return Err(Error::Unauthenticated(
+                "this server requires credentials (user name and password)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The current revision of a stream, `None` when it has no events.

@@ -586,7 +586,7 @@ impl Store {
 
     fn check_lifecycle_name(&self, stream: &str) -> Result<()> {
         let config = &self.shared.config;
-        super::validate::check_stream_name(config, stream)?;
+        super::validate::check_writable_stream(config, stream)?;
         // The metadata stream's name is two bytes longer, and must fit too.
         let meta_len = (stream.len() + METADATA_STREAM_PREFIX.len()) as u64;
         if meta_len > config.stream_name_bytes_max {

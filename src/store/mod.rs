@@ -10,6 +10,7 @@ pub(crate) mod lifecycle;
 mod raw;
 mod read;
 mod snapshots;
+mod tracking;
 mod validate;
 mod writer;
 
@@ -34,6 +35,11 @@ pub use lifecycle::{
     StreamMetadataRecord, TOMBSTONE_EVENT_TYPE, metadata_stream_of,
 };
 pub(crate) use raw::Walk;
+pub use tracking::{
+    TRACKING_EVENT_TYPE, TRACKING_REGISTRY_STREAM, TRACKING_SOURCE_BYTES_MAX,
+    TRACKING_SOURCE_EVENT_TYPE, TRACKING_STREAM_PREFIX, Tracking, TrackingEntry,
+    TrackingExpected,
+};
 pub(crate) use validate::check_stream_name;
 
 type Listener = Box<dyn Fn(Position) + Send + Sync>;
@@ -310,11 +316,55 @@ impl Store {
     /// and moves to a blocking thread only when the queue is full.
     pub fn try_append_multi_with(
         &self,
+        parts: Vec<StreamAppend>,
+        done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
+    ) -> std::result::Result<(), Box<QueueFull>> {
+        self.try_commit_with(parts, None, String::new(), done)
+    }
+
+    /// Appends `parts` and, in the same atomic commit, the tracking entry `tracking` (see
+    /// [`Tracking`]); blocks until the commit is durable. The parts may be empty when there
+    /// is a tracking entry. Results come in the order of `parts`, then, for a tracked commit,
+    /// the result of the tracking record. A retry of a tracked commit (the same source and
+    /// position, the same streams) gets the original results.
+    ///
+    /// Errors besides those of appends: `TrackingNotIncreasing` when the position is not
+    /// greater than the stored one, `TrackingConflict` when `expected` does not hold.
+    /// `principal` is recorded with a tracking-only commit.
+    pub fn commit(
+        &self,
+        parts: Vec<StreamAppend>,
+        tracking: Option<Tracking>,
+        principal: &str,
+    ) -> Result<Vec<AppendResult>> {
+        let slot = Arc::new(writer::ReplySlot::default());
+        let done = {
+            let slot = slot.clone();
+            move |answer| writer::Replier::new(slot).send(answer)
+        };
+        if let Err(full) = self.try_commit_with(parts, tracking, principal.to_string(), done) {
+            full.wait();
+        }
+        slot.wait()
+    }
+
+    /// [`Store::try_append_multi_with`] with an optional tracking entry: the non-blocking
+    /// form of [`Store::commit`].
+    pub fn try_commit_with(
+        &self,
         mut parts: Vec<StreamAppend>,
+        tracking: Option<Tracking>,
+        principal: String,
         done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
     ) -> std::result::Result<(), Box<QueueFull>> {
         let reply = writer::Replier::callback(Box::new(done));
-        let encoded_bytes = match validate::prepare_append(&self.shared.config, &mut parts) {
+        let prepared =
+            validate::prepare_commit(&self.shared.config, &mut parts, tracking.as_ref());
+        if let Err(e) = validate::check_principal(&principal) {
+            reply.send(Err(e));
+            return Ok(());
+        }
+        let encoded_bytes = match prepared {
             Ok(n) => n,
             Err(e) => {
                 reply.send(Err(e));
@@ -332,7 +382,8 @@ impl Store {
         let request = writer::Request {
             parts,
             op: None,
-            principal: String::new(),
+            principal,
+            tracking,
             encoded_bytes,
             reply,
         };
@@ -385,6 +436,7 @@ impl Store {
             parts,
             op,
             principal,
+            tracking: None,
             encoded_bytes,
             reply,
         });

@@ -9,11 +9,28 @@ use super::lifecycle::{METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, TOMBSTONE_EV
 use crate::config::Config;
 use crate::error::{Error, Limit, Result};
 use crate::log::frame::{self, EventBody};
+use super::tracking::{self, Tracking};
 use crate::types::{EventData, StreamAppend};
 
 /// Checks every limit and gives each event without an id a fresh one. Returns the encoded size
 /// of the whole commit.
 pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64> {
+    prepare_commit(config, parts, None)
+}
+
+/// [`prepare_append`] for a commit that may carry a tracking entry; a tracked commit may have
+/// no parts.
+pub fn prepare_commit(
+    config: &Config,
+    parts: &mut [StreamAppend],
+    tracking: Option<&Tracking>,
+) -> Result<u64> {
+    if let Some(t) = tracking {
+        tracking::check_source(&t.source)?;
+        if parts.is_empty() {
+            return Ok(256 + t.source.len() as u64);
+        }
+    }
     if parts.is_empty() {
         return Err(Error::InvalidArgument(
             "an append needs at least one stream".into(),
@@ -28,7 +45,7 @@ pub fn prepare_append(config: &Config, parts: &mut [StreamAppend]) -> Result<u64
     let mut events_total = 0u64;
     let mut bytes_total = 0u64;
     for part in parts.iter_mut() {
-        check_stream_name(config, &part.stream)?;
+        check_writable_stream(config, &part.stream)?;
         check_principal(&part.principal)?;
         if !seen.insert(part.stream.as_str()) {
             return Err(Error::InvalidArgument(format!(
@@ -88,7 +105,14 @@ fn check_event(config: &Config, event: &EventData) -> Result<()> {
         &event.event_type,
         config.event_type_bytes_max,
     )?;
-    if [METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE].contains(&event.event_type.as_str()) {
+    if [
+        METADATA_EVENT_TYPE,
+        TOMBSTONE_EVENT_TYPE,
+        tracking::TRACKING_EVENT_TYPE,
+        tracking::TRACKING_SOURCE_EVENT_TYPE,
+    ]
+    .contains(&event.event_type.as_str())
+    {
         return Err(Error::InvalidArgument(format!(
             "the event type '{}' is reserved for the store's own records",
             event.event_type
@@ -109,6 +133,20 @@ pub(crate) fn check_stream_name(config: &Config, stream: &str) -> Result<()> {
         return Err(Error::InvalidArgument(format!(
             "stream '{stream}' is a metadata stream (its name starts with '{METADATA_STREAM_PREFIX}'); \
              set stream metadata instead of appending to it"
+        )));
+    }
+    Ok(())
+}
+
+/// A stream a client may append to or change the metadata of: a valid name, and not one of the
+/// tracking streams (written only as an append's tracking entry).
+pub(crate) fn check_writable_stream(config: &Config, stream: &str) -> Result<()> {
+    check_stream_name(config, stream)?;
+    if stream == tracking::TRACKING_REGISTRY_STREAM
+        || stream.starts_with(tracking::TRACKING_STREAM_PREFIX)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "stream '{stream}' holds tracking entries; commit them with an append's tracking entry"
         )));
     }
     Ok(())
@@ -146,7 +184,7 @@ fn limit(what: Limit, limit: u64, actual: u64) -> Result<()> {
 ///
 /// One OS random call per id costs a system call, which shows in batch appends; instead each
 /// thread seeds a SplitMix64 generator from the OS once. Ids must be unique, not secret.
-pub(super) fn new_event_id() -> Uuid {
+pub(crate) fn new_event_id() -> Uuid {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(Uuid::new_v4().as_u64_pair().0);

@@ -26,7 +26,8 @@ use crate::index::{Index, IndexEntry};
 use crate::log::LogWriter;
 use crate::log::frame::{self, EventBody, EventHeader};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
-use crate::types::{AppendResult, ExpectedRevision, Position, Revision, StreamAppend};
+use super::tracking::{self, Tracking, TrackingExpected};
+use crate::types::{AppendResult, EventData, ExpectedRevision, Position, Revision, StreamAppend};
 
 pub struct Request {
     pub parts: Vec<StreamAppend>,
@@ -35,6 +36,8 @@ pub struct Request {
     /// Who asks for the lifecycle change `op`, recorded with its record (appends carry theirs
     /// in their parts).
     pub principal: String,
+    /// The tracking entry committed with the parts (they may then be empty).
+    pub tracking: Option<Tracking>,
     pub encoded_bytes: u64,
     pub reply: Replier,
 }
@@ -126,6 +129,8 @@ pub struct Writer {
     life: HashMap<String, StreamLife>,
     /// Streams whose lifecycle state changed in the group being committed.
     life_changed: Vec<String>,
+    /// The tracking entries written or looked at since the open, including staged ones.
+    tracking: HashMap<String, tracking::Stored>,
 }
 
 impl Writer {
@@ -139,6 +144,7 @@ impl Writer {
         Writer {
             life,
             life_changed: Vec::new(),
+            tracking: HashMap::new(),
             shared,
             log,
             rx,
@@ -258,7 +264,7 @@ impl Writer {
             let result = if io_error.is_some() {
                 Err(Error::Closed)
             } else {
-                match self.stage(r.parts, r.op, r.principal, durable_through) {
+                match self.stage(r.parts, r.op, r.principal, r.tracking, durable_through) {
                     Err(e @ Error::Io { .. }) => {
                         io_error = Some(e);
                         Err(Error::Closed)
@@ -380,11 +386,19 @@ impl Writer {
         parts: Vec<StreamAppend>,
         op: Option<LifecycleOp>,
         principal: String,
+        tracking: Option<Tracking>,
         durable_through: u64,
     ) -> Result<Vec<AppendResult>> {
         if let Some(op) = op {
             return self.stage_lifecycle(op, principal, durable_through);
         }
+        let tracked = match tracking {
+            None => None,
+            Some(t) => match self.check_tracking(&t, &parts)? {
+                TrackingCheck::Retry(results) => return Ok(results),
+                TrackingCheck::Fresh { is_new } => Some((t, is_new)),
+            },
+        };
         let mut currents = Vec::with_capacity(parts.len());
         let mut duplicates = Vec::new();
         {
@@ -403,7 +417,9 @@ impl Writer {
             }
         }
         if !duplicates.is_empty() {
-            if duplicates.len() == parts.len() {
+            // A tracked commit's retry is recognised by its tracking position (above); stored
+            // events under a new position are not this commit's.
+            if duplicates.len() == parts.len() && tracked.is_none() {
                 return Ok(duplicates.into_iter().map(|(_, r)| r).collect());
             }
             // Some streams of a multi-stream append are already there and some are not: that
@@ -421,7 +437,7 @@ impl Writer {
                 ),
             });
         }
-        if self.life.is_empty() {
+        if self.life.is_empty() && tracked.is_none() {
             return self.write_parts(&parts, currents, durable_through);
         }
         // A soft-deleted stream comes back: in the same commit, before its events, its metadata
@@ -451,9 +467,75 @@ impl Writer {
             all_parts.push(lifecycle::metadata_part(stream, metadata, true).by(by));
             all_currents.push(*meta_revision);
         }
+        let user_parts = parts.len();
         all_parts.extend(parts);
         all_currents.extend(currents);
+        if let Some((t, is_new)) = &tracked {
+            let by = all_parts
+                .last()
+                .map_or_else(|| principal.clone(), |p| p.principal.clone());
+            let predicted = self.predict(&all_parts, &all_currents);
+            let record = tracking::Record {
+                source: t.source.clone(),
+                position: t.position,
+                results: predicted[extra..]
+                    .iter()
+                    .map(|r| [r.first_position.0, r.last_position.0, r.revision.0])
+                    .collect(),
+            };
+            let (registry, stream) = {
+                let index = self.shared.index.read();
+                (
+                    index.stream_revision(tracking::TRACKING_REGISTRY_STREAM, u64::MAX)?,
+                    index.stream_revision(&tracking::stream_of(&t.source), u64::MAX)?,
+                )
+            };
+            if *is_new {
+                let event = EventData::binary(
+                    tracking::TRACKING_SOURCE_EVENT_TYPE,
+                    t.source.clone().into_bytes(),
+                )
+                .with_id(super::validate::new_event_id());
+                all_parts.push(
+                    StreamAppend::new(
+                        tracking::TRACKING_REGISTRY_STREAM,
+                        ExpectedRevision::Any,
+                        vec![event],
+                    )
+                    .by(by.clone()),
+                );
+                all_currents.push(registry);
+            }
+            let data = serde_json::to_vec(&record).unwrap_or_default();
+            let event = EventData::json(tracking::TRACKING_EVENT_TYPE, data)
+                .with_id(super::validate::new_event_id());
+            all_parts.push(
+                StreamAppend::new(
+                    tracking::stream_of(&t.source),
+                    ExpectedRevision::Any,
+                    vec![event],
+                )
+                .by(by),
+            );
+            all_currents.push(stream);
+        }
         let mut results = self.write_parts(&all_parts, all_currents, durable_through)?;
+        if let Some((t, _)) = tracked {
+            let record = results.last().copied().unwrap_or(AppendResult {
+                first_position: Position(0),
+                last_position: Position(0),
+                revision: Revision(0),
+            });
+            let stored = tracking::Stored {
+                position: t.position,
+                record,
+                results: results[extra..extra + user_parts].to_vec(),
+            };
+            self.tracking.insert(t.source, stored);
+            // The answer: the parts' results, then the tracking record's.
+            results.truncate(extra + user_parts);
+            results.push(record);
+        }
         for ((stream, _, metadata), result) in revived.into_iter().zip(&results) {
             let life = self.life.entry(stream.clone()).or_default();
             life.meta_revision = Some(result.revision.0);
@@ -577,6 +659,82 @@ impl Writer {
         Ok(results)
     }
 
+    /// Checks a commit's tracking entry against the stored one: a retry of the commit that
+    /// stored it gets that commit's results; otherwise the position must increase and the
+    /// expectation hold.
+    fn check_tracking(&mut self, t: &Tracking, parts: &[StreamAppend]) -> Result<TrackingCheck> {
+        tracking::check_source(&t.source)?;
+        if !self.tracking.contains_key(&t.source)
+            && let Some(stored) = tracking::load(&self.shared, &t.source, u64::MAX)?
+        {
+            self.tracking.insert(t.source.clone(), stored);
+        }
+        let stored = self.tracking.get(&t.source);
+        let stored_position = stored.map(|s| s.position);
+        let not_increasing = || Error::TrackingNotIncreasing {
+            source_name: t.source.clone(),
+            position: t.position,
+            stored: stored_position.unwrap_or_default(),
+        };
+        if let Some(s) = stored
+            && s.position == t.position
+        {
+            // The same streams, each holding the stored result's last revision there.
+            let index = self.shared.index.read();
+            let same = s.results.len() == parts.len()
+                && parts.iter().zip(&s.results).all(|(p, r)| {
+                    index
+                        .revision_in_stream(&p.stream, r.last_position.0)
+                        .ok()
+                        .flatten()
+                        == Some(r.revision.0)
+                });
+            if !same {
+                return Err(not_increasing());
+            }
+            let mut results = s.results.clone();
+            results.push(s.record);
+            return Ok(TrackingCheck::Retry(results));
+        }
+        let holds = match t.expected {
+            None => true,
+            Some(TrackingExpected::None) => stored.is_none(),
+            Some(TrackingExpected::Position(p)) => stored_position == Some(p),
+        };
+        if !holds {
+            return Err(Error::TrackingConflict {
+                source_name: t.source.clone(),
+                expected: t.expected.unwrap_or(TrackingExpected::None),
+                stored: stored_position,
+            });
+        }
+        if stored_position.is_some_and(|s| t.position <= s) {
+            return Err(not_increasing());
+        }
+        Ok(TrackingCheck::Fresh {
+            is_new: stored.is_none(),
+        })
+    }
+
+    /// The results `write_parts` will give these parts.
+    fn predict(&self, parts: &[StreamAppend], currents: &[Option<u64>]) -> Vec<AppendResult> {
+        let mut next = self.next_position;
+        parts
+            .iter()
+            .zip(currents)
+            .map(|(p, current)| {
+                let n = p.events.len() as u64;
+                let first = next;
+                next += n;
+                AppendResult {
+                    first_position: Position(first),
+                    last_position: Position(next - 1),
+                    revision: Revision(current.map_or(0, |r| r + 1) + n - 1),
+                }
+            })
+            .collect()
+    }
+
     /// Encodes checked parts (each stream at revision `currents[k]` before it) as one commit
     /// into the buffer and the index.
     fn write_parts(
@@ -677,6 +835,13 @@ fn body<'a>(part: &'a StreamAppend, event: &'a crate::types::EventData) -> Event
         metadata: &event.metadata,
         principal: &part.principal,
     }
+}
+
+enum TrackingCheck {
+    /// The commit is stored already: its results.
+    Retry(Vec<AppendResult>),
+    /// A new entry; `is_new` when the source had none.
+    Fresh { is_new: bool },
 }
 
 enum Outcome {
