@@ -57,7 +57,9 @@ pub enum Error {
     GroupExists { source_name: String, group: String },
 
     /// The group has its maximum number of consumers.
-    #[error("persistent subscription group '{group}' on '{source_name}' has its maximum of {max} consumers")]
+    #[error(
+        "persistent subscription group '{group}' on '{source_name}' has its maximum of {max} consumers"
+    )]
     GroupFull {
         source_name: String,
         group: String,

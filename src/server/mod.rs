@@ -223,6 +223,7 @@ pub async fn serve_with_stats(
     config.validate(&store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = Service::start(store, config.service_config(), stop_rx.clone())?;
+    service.start_groups().await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -322,6 +323,8 @@ pub async fn serve_with_stats(
             Ok(())
         }
     };
+    // Groups write their last checkpoints before the caller closes the store.
+    service.stop_groups().await;
     Ok(result?)
 }
 

@@ -37,8 +37,7 @@ pub use lifecycle::{
 pub(crate) use raw::Walk;
 pub use tracking::{
     TRACKING_EVENT_TYPE, TRACKING_REGISTRY_STREAM, TRACKING_SOURCE_BYTES_MAX,
-    TRACKING_SOURCE_EVENT_TYPE, TRACKING_STREAM_PREFIX, Tracking, TrackingEntry,
-    TrackingExpected,
+    TRACKING_SOURCE_EVENT_TYPE, TRACKING_STREAM_PREFIX, Tracking, TrackingEntry, TrackingExpected,
 };
 pub(crate) use validate::check_stream_name;
 
@@ -358,8 +357,7 @@ impl Store {
         done: impl FnOnce(Result<Vec<AppendResult>>) + Send + 'static,
     ) -> std::result::Result<(), Box<QueueFull>> {
         let reply = writer::Replier::callback(Box::new(done));
-        let prepared =
-            validate::prepare_commit(&self.shared.config, &mut parts, tracking.as_ref());
+        let prepared = validate::prepare_commit(&self.shared.config, &mut parts, tracking.as_ref());
         if let Err(e) = validate::check_principal(&principal) {
             reply.send(Err(e));
             return Ok(());

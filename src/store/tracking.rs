@@ -97,7 +97,9 @@ pub(crate) fn stream_of(source: &str) -> String {
 /// Checks a source name: 1 to 255 bytes, no control characters.
 pub(crate) fn check_source(source: &str) -> Result<()> {
     if source.is_empty() {
-        return Err(Error::InvalidArgument("the tracking source is empty".into()));
+        return Err(Error::InvalidArgument(
+            "the tracking source is empty".into(),
+        ));
     }
     if source.len() > TRACKING_SOURCE_BYTES_MAX {
         return Err(Error::InvalidArgument(format!(

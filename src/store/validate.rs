@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use super::lifecycle::{METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX, TOMBSTONE_EVENT_TYPE};
+use super::tracking::{self, Tracking};
 use crate::config::Config;
 use crate::error::{Error, Limit, Result};
 use crate::log::frame::{self, EventBody};
-use super::tracking::{self, Tracking};
 use crate::types::{EventData, StreamAppend};
 
 /// Checks every limit and gives each event without an id a fresh one. Returns the encoded size

@@ -20,13 +20,13 @@ use std::collections::HashMap;
 
 use super::Shared;
 use super::lifecycle::{self, LifecycleOp, StreamLife, StreamMetadata};
+use super::tracking::{self, Tracking, TrackingExpected};
 use crate::config::FsyncPolicy;
 use crate::error::{ActualRevision, Error, Limit, Result};
 use crate::index::{Index, IndexEntry};
 use crate::log::LogWriter;
 use crate::log::frame::{self, EventBody, EventHeader};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
-use super::tracking::{self, Tracking, TrackingExpected};
 use crate::types::{AppendResult, EventData, ExpectedRevision, Position, Revision, StreamAppend};
 
 pub struct Request {
@@ -681,13 +681,22 @@ impl Writer {
         {
             // The same streams, each holding the stored result's last revision there.
             let index = self.shared.index.read();
+            // The same streams, each holding this request's event ids at the stored result's
+            // revisions.
             let same = s.results.len() == parts.len()
                 && parts.iter().zip(&s.results).all(|(p, r)| {
-                    index
-                        .revision_in_stream(&p.stream, r.last_position.0)
-                        .ok()
-                        .flatten()
-                        == Some(r.revision.0)
+                    let n = p.events.len() as u64;
+                    let first = (r.revision.0 + 1).checked_sub(n);
+                    first.is_some_and(|first| {
+                        p.events.iter().enumerate().all(|(k, e)| {
+                            e.id.and_then(|id| {
+                                index
+                                    .revision_of_id_from(&p.stream, id.as_u128(), 0)
+                                    .ok()
+                                    .flatten()
+                            }) == Some(first + k as u64)
+                        })
+                    })
                 });
             if !same {
                 return Err(not_increasing());

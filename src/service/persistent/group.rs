@@ -580,7 +580,9 @@ impl Group {
         let mine: Vec<Key> = self
             .slots
             .iter()
-            .filter(|(_, s)| matches!(s.state, State::InFlight { consumer: c, .. } if c == consumer))
+            .filter(
+                |(_, s)| matches!(s.state, State::InFlight { consumer: c, .. } if c == consumer),
+            )
             .map(|(k, _)| *k)
             .collect();
         for key in mine {
@@ -696,8 +698,12 @@ impl Group {
                 }
                 GroupSource::All => {
                     let engine_filter = filter.engine_filter();
-                    let slice =
-                        store.read_all(Position(from), Direction::Forwards, want, &engine_filter)?;
+                    let slice = store.read_all(
+                        Position(from),
+                        Direction::Forwards,
+                        want,
+                        &engine_filter,
+                    )?;
                     let next = if slice.events.is_empty() && slice.scanned_to.0 < from {
                         from
                     } else {
@@ -964,7 +970,10 @@ impl Group {
         self.in_flight += 1;
         self.delivered_total += 1;
         if self.s.strategy == Strategy::KeyOrdered {
-            *self.busy.entry(slot.event.stream().to_string()).or_default() += 1;
+            *self
+                .busy
+                .entry(slot.event.stream().to_string())
+                .or_default() += 1;
         }
     }
 

@@ -104,7 +104,10 @@ impl GroupFilter {
 
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
         (self.stream_prefixes.is_empty()
-            || self.stream_prefixes.iter().any(|p| stream.starts_with(p.as_str())))
+            || self
+                .stream_prefixes
+                .iter()
+                .any(|p| stream.starts_with(p.as_str())))
             && (self.event_type_prefixes.is_empty()
                 || self
                     .event_type_prefixes
@@ -253,7 +256,9 @@ impl Groups {
 /// Streams of the server's own bookkeeping, which `$all` groups never deliver (they would
 /// feed on their own checkpoints).
 pub fn is_bookkeeping(stream: &str) -> bool {
-    let s = stream.strip_prefix(crate::METADATA_STREAM_PREFIX).unwrap_or(stream);
+    let s = stream
+        .strip_prefix(crate::METADATA_STREAM_PREFIX)
+        .unwrap_or(stream);
     s.starts_with(crate::TRACKING_REGISTRY_STREAM) || s.starts_with("$ps-") || s == CONFIG_STREAM
 }
 
@@ -597,11 +602,10 @@ impl Service {
         info.settings = Some(settings);
         let store = Arc::clone(&self.store);
         info.parked_oldest_us = blocking(move || {
-            let events =
-                match store.read_stream(&parked, Revision(0), Direction::Forwards, 1) {
-                    Ok(events) => events,
-                    Err(_) => return Ok(None),
-                };
+            let events = match store.read_stream(&parked, Revision(0), Direction::Forwards, 1) {
+                Ok(events) => events,
+                Err(_) => return Ok(None),
+            };
             Ok(events.first().map(|e| e.timestamp_us))
         })
         .await
@@ -662,7 +666,9 @@ impl Service {
         let id = {
             let registry = self.groups.registry.lock().await;
             let record = registry.records.iter().find(|r| r.key() == key);
-            record.map(|r| r.id.clone()).ok_or_else(|| not_found(&key))?
+            record
+                .map(|r| r.id.clone())
+                .ok_or_else(|| not_found(&key))?
         };
         let stream = parked_stream_of(&id);
         let store = Arc::clone(&self.store);
@@ -714,11 +720,9 @@ impl Service {
             groups: records.clone(),
         })
         .map_err(|e| Error::Internal(format!("group definitions do not serialize: {e}")))?;
-        let expected = registry
-            .revision
-            .map_or(ExpectedRevision::NoStream, |r| {
-                ExpectedRevision::Exact(Revision(r))
-            });
+        let expected = registry.revision.map_or(ExpectedRevision::NoStream, |r| {
+            ExpectedRevision::Exact(Revision(r))
+        });
         let part = StreamAppend::new(
             CONFIG_STREAM,
             expected,
