@@ -91,6 +91,7 @@ fn append_request(stream: &str, n: u64) -> proto::AppendRequest {
             kind: Some(expected_revision::Kind::Any(proto::Empty {})),
         }),
         events: vec![event(n)],
+        tracking: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn append(stream: &str, n: u64) -> proto::AppendRequest {
             kind: Some(expected_revision::Kind::Any(proto::Empty {})),
         }),
         events: vec![event(n)],
+        tracking: None,
     }
 }
 

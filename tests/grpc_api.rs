@@ -123,6 +123,7 @@ fn part(stream: &str, expected: Option<ExpectedRevision>, events: Vec<EventData>
         stream: stream.to_string(),
         expected,
         events,
+        tracking: None,
     }
 }
 
@@ -151,7 +152,10 @@ async fn append_multi(
     parts: Vec<AppendRequest>,
 ) -> Result<Vec<AppendResponse>, Status> {
     client
-        .append_multi(AppendMultiRequest { streams: parts })
+        .append_multi(AppendMultiRequest {
+            streams: parts,
+            tracking: None,
+        })
         .await
         .map(|r| r.into_inner().results)
 }

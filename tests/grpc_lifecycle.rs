@@ -73,6 +73,7 @@ async fn append(c: &mut Client, stream: &str, n: u64) -> proto::AppendResponse {
         stream: stream.into(),
         expected: any(),
         events: (0..n).map(event).collect(),
+        tracking: None,
     })
     .await
     .expect("append")
@@ -315,6 +316,7 @@ async fn delete_and_tombstone_with_their_errors() {
             stream: "cart-1".into(),
             expected: no_stream(),
             events: vec![event(9)],
+            tracking: None,
         })
         .await
         .unwrap()
@@ -345,6 +347,7 @@ async fn delete_and_tombstone_with_their_errors() {
             stream: "cart-1".into(),
             expected: any(),
             events: vec![event(10)],
+            tracking: None,
         })
         .await,
     ));

@@ -54,6 +54,7 @@ async fn append(c: &mut EventStoreClient<Channel>, stream: &str, n: u64) {
         stream: stream.into(),
         expected: None,
         events,
+        tracking: None,
     })
     .await
     .expect("append");

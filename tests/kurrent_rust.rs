@@ -1927,6 +1927,7 @@ async fn native_events_read_back_identically_through_the_adapter() {
             stream: "native-1".into(),
             expected: native_any(),
             events,
+            tracking: None,
         }),
     )
     .await

@@ -257,6 +257,7 @@ fn random_commit(rng: &mut XorShift, key: CommitKey) -> Vec<proto::AppendRequest
                 stream: format!("crash-{}", (first + part as u64) % STREAMS),
                 expected: None,
                 events,
+                tracking: None,
             }
         })
         .collect()
@@ -285,6 +286,7 @@ async fn append_until_gone(
             client
                 .append_multi(proto::AppendMultiRequest {
                     streams: parts.clone(),
+                    tracking: None,
                 })
                 .await
                 .map(|r| r.into_inner().results)
@@ -557,6 +559,7 @@ async fn append_after_restart(client: &mut Client, cycle: u16, last: u64) -> Vec
             data: data_for(key, 0, 1, 0),
             metadata: Bytes::new(),
         }],
+        tracking: None,
     };
     let ack = client
         .append(request.clone())

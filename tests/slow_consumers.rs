@@ -100,6 +100,7 @@ fn append(stream: &str, events: Vec<proto::EventData>) -> proto::AppendRequest {
             kind: Some(expected_revision::Kind::Any(proto::Empty {})),
         }),
         events,
+        tracking: None,
     }
 }
 

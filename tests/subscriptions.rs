@@ -106,6 +106,7 @@ fn request(
         stream: stream.to_string(),
         expected: expected.map(|k| proto::ExpectedRevision { kind: Some(k) }),
         events,
+        tracking: None,
     }
 }
 
@@ -753,6 +754,7 @@ async fn stream_subscriptions_deliver_only_their_stream() {
     let acks = client
         .append_multi(proto::AppendMultiRequest {
             streams: multi_parts.clone(),
+            tracking: None,
         })
         .await
         .expect("append multi")

@@ -395,6 +395,7 @@ impl Bench {
             stream,
             expected: None,
             events,
+            tracking: None,
         }
     }
 

@@ -64,6 +64,29 @@ pub fn stream_append(r: proto::AppendRequest) -> Result<StreamAppend, Status> {
     Ok(StreamAppend::new(r.stream, expected(r.expected), events))
 }
 
+/// A request's tracking entry.
+pub fn tracking(t: Option<proto::Tracking>) -> Option<crate::Tracking> {
+    let t = t?;
+    let expected = t.expected.map(|e| match e {
+        proto::tracking::Expected::NoEntry(_) => crate::TrackingExpected::None,
+        proto::tracking::Expected::ExpectedPosition(p) => crate::TrackingExpected::Position(p),
+    });
+    Some(crate::Tracking {
+        source: t.source,
+        position: t.position,
+        expected,
+    })
+}
+
+pub fn tracking_entry(e: crate::TrackingEntry) -> proto::TrackingEntry {
+    proto::TrackingEntry {
+        source: e.source,
+        position: e.position,
+        commit_position: e.commit_position.0,
+        timestamp_us: e.timestamp_us,
+    }
+}
+
 pub fn append_response(r: &AppendResult) -> proto::AppendResponse {
     proto::AppendResponse {
         first_position: r.first_position.0,

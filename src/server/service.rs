@@ -62,10 +62,12 @@ impl EventStore for EventStoreService {
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let who = self.caller(&request).await?;
-        let part = convert::stream_append(request.into_inner())?;
+        let mut r = request.into_inner();
+        let tracking = convert::tracking(r.tracking.take());
+        let part = convert::stream_append(r)?;
         let result = self
             .service
-            .append(&who, vec![part])
+            .commit(&who, vec![part], tracking)
             .await
             .map_err(engine)?;
         let first = result
@@ -79,15 +81,63 @@ impl EventStore for EventStoreService {
         request: Request<proto::AppendMultiRequest>,
     ) -> Result<Response<proto::AppendMultiResponse>, Status> {
         let who = self.caller(&request).await?;
-        let parts = request
-            .into_inner()
+        let r = request.into_inner();
+        if r.streams.iter().any(|p| p.tracking.is_some()) {
+            return Err(status::invalid_argument(
+                "in AppendMulti the tracking entry goes on the request, not on a part",
+            ));
+        }
+        let tracking = convert::tracking(r.tracking);
+        let tracked = tracking.is_some();
+        let parts = r
             .streams
             .into_iter()
             .map(convert::stream_append)
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.service.append(&who, parts).await.map_err(engine)?;
+        let mut results = self
+            .service
+            .commit(&who, parts, tracking)
+            .await
+            .map_err(engine)?;
+        let tracking_position = if tracked {
+            results.pop().map(|r| r.last_position.0)
+        } else {
+            None
+        };
         Ok(Response::new(proto::AppendMultiResponse {
             results: results.iter().map(convert::append_response).collect(),
+            tracking_position,
+        }))
+    }
+
+    async fn get_tracking(
+        &self,
+        request: Request<proto::GetTrackingRequest>,
+    ) -> Result<Response<proto::GetTrackingResponse>, Status> {
+        let who = self.caller(&request).await?;
+        let source = request.into_inner().source;
+        let entry = self.service.tracking(&who, source).await.map_err(engine)?;
+        Ok(Response::new(proto::GetTrackingResponse {
+            found: entry.is_some(),
+            entry: entry.map(convert::tracking_entry),
+        }))
+    }
+
+    async fn list_tracking(
+        &self,
+        request: Request<proto::ListTrackingRequest>,
+    ) -> Result<Response<proto::ListTrackingResponse>, Status> {
+        let who = self.caller(&request).await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let (entries, next) = self
+            .service
+            .list_tracking(&who, r.prefix, r.after, limit)
+            .await
+            .map_err(engine)?;
+        Ok(Response::new(proto::ListTrackingResponse {
+            entries: entries.into_iter().map(convert::tracking_entry).collect(),
+            next,
         }))
     }
 
