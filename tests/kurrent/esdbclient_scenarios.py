@@ -1402,6 +1402,7 @@ def scenario_delete_never_existing():
 
     cases = [
         ("delete ANY", client.delete_stream, ANY, -2),
+        ("delete NO_STREAM", client.delete_stream, NO_STREAM, -1),
         ("delete exact 0", client.delete_stream, 0, 0),
         ("delete EXISTS", client.delete_stream, EXISTS, -4),
         ("tombstone exact 0", client.tombstone_stream, 0, 0),
@@ -1421,6 +1422,84 @@ def scenario_delete_never_existing():
     raises(StreamIsDeleted, lambda: get(s2), "read after tombstone with ANY")
     raises(StreamIsDeleted, lambda: append(s2, ANY, [ev("X")]), "append after tombstone")
     client.set_stream_metadata(s2, metadata={"after": "tombstone"})
+
+
+def scenario_delete_metadata_only():
+    """A stream with metadata and no events exists implicitly (as in KurrentDB): a soft delete
+    with NO_STREAM or ANY succeeds, and an append brings it back from position 0."""
+    s = name("meta-only-del")
+    client.set_stream_metadata(s, metadata={"k": 1}, current_version=NO_STREAM)
+    raises(
+        NotFound,
+        lambda: client.delete_stream(s, current_version=0, timeout=CALL_TIMEOUT),
+        "delete at position 0 of a stream with no events",
+        message=(
+            f"Delete failed due to WrongExpectedVersion. Stream: {s}, Expected version: 0,"
+            " Actual version: -1"
+        ),
+    )
+    before = last_position()
+    client.delete_stream(s, current_version=NO_STREAM, timeout=CALL_TIMEOUT)
+    assert last_position() > before, "the delete is a record in the log"
+    raises(NotFound, lambda: get(s), "read after delete")
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), NO_STREAM, "version after delete")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT),
+        ({"$tb": I64_MAX}, 1),
+        "metadata after delete",
+    )
+    # Repeatable, with NO_STREAM and ANY.
+    client.delete_stream(s, current_version=NO_STREAM, timeout=CALL_TIMEOUT)
+    client.delete_stream(s, current_version=ANY, timeout=CALL_TIMEOUT)
+    raises(NotFound, lambda: get(s), "read after the repeated deletes")
+    e = ev("First")
+    p = append(s, NO_STREAM, e)
+    check_events(get(s), [(e, s, 0, p)], "first event after the delete")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT)[0],
+        {"$tb": 0},
+        "metadata after the revival",
+    )
+
+    # ANY, then a batch append with ANY.
+    s2 = name("meta-only-del-any")
+    client.set_stream_metadata(s2, metadata={"k": 2})
+    client.delete_stream(s2, current_version=ANY, timeout=CALL_TIMEOUT)
+    raises(NotFound, lambda: get(s2), "read after delete with ANY")
+    evs = [ev("A"), ev("B")]
+    p = append(s2, ANY, evs)
+    check_events(get(s2), [(evs[0], s2, 0, None), (evs[1], s2, 1, p)], "after revival")
+
+
+def scenario_delete_by_metadata():
+    """Metadata with $tb = i64::MAX is a soft delete (as in KurrentDB): the stream reads as
+    not found, and an append brings it back with its positions continuing."""
+    s = name("tb-max")
+    evs = [ev("T"), ev("T")]
+    append(s, NO_STREAM, evs)
+    md = {"$tb": I64_MAX, "why": "gdpr"}
+    client.set_stream_metadata(s, metadata=md, current_version=NO_STREAM)
+    raises(NotFound, lambda: get(s), "read after $tb = i64::MAX")
+    raises(NotFound, lambda: get(s, backwards=True), "read backwards after $tb = i64::MAX")
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), NO_STREAM, "version after")
+    eq(client.get_stream_metadata(s, timeout=CALL_TIMEOUT), (md, 0), "metadata as set")
+    raises(
+        StreamIsDeleted,
+        lambda: append(s, EXISTS, [ev("T")]),
+        "batch append with EXISTS to the deleted stream",
+    )
+    # A second such write keeps it deleted.
+    client.set_stream_metadata(s, metadata=md, current_version=0)
+    raises(NotFound, lambda: get(s), "read after the second $tb = i64::MAX")
+    new = [ev("Back"), ev("Back")]
+    p = append(s, NO_STREAM, new)
+    check_events(get(s), [(new[0], s, 2, None), (new[1], s, 3, p)], "after revival")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT),
+        ({"$tb": 2, "why": "gdpr"}, 2),
+        "metadata after revival",
+    )
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), 3, "version after revival")
 
 
 def scenario_list_subscriptions():
@@ -1448,6 +1527,8 @@ SCENARIOS = [
     scenario_delete_stream,
     scenario_tombstone_stream,
     scenario_delete_never_existing,
+    scenario_delete_metadata_only,
+    scenario_delete_by_metadata,
     scenario_list_subscriptions,
 ]
 

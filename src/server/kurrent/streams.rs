@@ -237,8 +237,9 @@ fn delete_error(stream: &str, expected: ExpectedRevision, error: &Error) -> Stat
         Error::WrongExpectedRevision { actual, .. } => {
             errors::delete_wrong_version(stream, expected, errors::actual_number(actual))
         }
-        // The engine refuses to delete a stream with no events; the protocol calls that a
-        // wrong expected version with actual −1, which clients show as "not found".
+        // The engine refuses to delete a stream with neither events nor metadata; the protocol
+        // calls that a wrong expected version with actual −1, which clients show as "not
+        // found". (One with only metadata is deleted, as in KurrentDB.)
         Error::StreamNotFound { .. } => errors::delete_wrong_version(stream, expected, -1),
         other => errors::from_engine(other),
     }
