@@ -2153,6 +2153,125 @@ async fn batch_append() {
     }
 }
 
+/// A batch append session, opened fresh (the client ends a session after a batch's error).
+async fn batch_session(c: &Client) -> kurrentdb::BatchAppendClient {
+    within("open a batch append", c.batch_append(&Default::default()))
+        .await
+        .expect("the server offers batch append")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_over_the_size_limits_and_empty_batches() {
+    let dir = common::tempdir();
+    // One event's limit below one append's (256 KiB), so that the engine's event check is
+    // what refuses.
+    let config = statestore::Config {
+        event_bytes_max: 64 << 10,
+        ..common::config()
+    };
+    let server = TestServer::start(dir.path(), config, ServerConfig::default()).await;
+    let c = &kurrent_client(&format!("esdb://{}?tls=false", server.addr));
+    let big = Proposed::binary(1, "Big", &vec![7u8; (64 << 10) + 1], b"");
+    let huge = Proposed::binary(2, "Huge", &vec![7u8; (256 << 10) + 1], b"");
+    let refused = |r: kurrentdb::Result<_>, what: &str, text: &str| match r {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(
+                code as i32,
+                tonic::Code::InvalidArgument as i32,
+                "{what}: {message}"
+            );
+            assert_eq!(message, text, "{what}");
+        }
+        other => panic!("{what}: expected INVALID_ARGUMENT '{text}', got {other:?}"),
+    };
+    // Unary: the exception trailer `maximum-append-size-exceeded`, with the limit passed.
+    refused(
+        append(c, "big-1", StreamState::Any, &[&big])
+            .await
+            .map(|_| ()),
+        "unary, one event over the event limit",
+        "Maximum Append Size of 65536 Exceeded.",
+    );
+    refused(
+        append(c, "big-1", StreamState::Any, &[&huge])
+            .await
+            .map(|_| ()),
+        "unary, over the append limit",
+        "Maximum Append Size of 262144 Exceeded.",
+    );
+    // Batched: the MaximumAppendSizeExceeded status (its detail is checked through the Python
+    // client, which unpacks it).
+    for (what, p) in [("event limit", &big), ("append limit", &huge)] {
+        let batch = batch_session(c).await;
+        refused(
+            within(
+                what,
+                batch.append_to_stream("big-1", StreamState::Any, vec![p.event_data()]),
+            )
+            .await
+            .map(|_| ()),
+            &format!("batch over the {what}"),
+            "MaximumAppendSizeExceeded",
+        );
+    }
+    assert_eq!(server.store.last_position().0, 0, "nothing was written");
+
+    // An empty batch: a successful append of nothing when the expectation holds.
+    let batch = batch_session(c).await;
+    for state in [StreamState::NoStream, StreamState::Any] {
+        let r = within(
+            "empty batch",
+            batch.append_to_stream("empty-1", state, vec![]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("empty batch with {state:?}: {e:?}"));
+        assert_eq!(r.current_revision(), None, "{state:?}");
+        assert_eq!(r.current_position(), None, "{state:?}");
+        assert_eq!(r.stream_state(), Some(state));
+    }
+    assert_eq!(
+        server.store.last_position().0,
+        0,
+        "an empty batch writes nothing"
+    );
+    assert_not_found(
+        read_stream(c, "empty-1", &ReadStreamOptions::default()).await,
+        "empty-1",
+    );
+    let e = put(c, "empty-2", Proposed::json(3, "E")).await;
+    for state in [
+        StreamState::StreamRevision(0),
+        StreamState::StreamExists,
+        StreamState::Any,
+    ] {
+        let r = within(
+            "empty batch",
+            batch.append_to_stream("empty-2", state, vec![]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("empty batch with {state:?}: {e:?}"));
+        assert_eq!(r.current_revision(), Some(0), "{state:?}");
+        assert_eq!(r.current_position(), None, "{state:?}");
+    }
+    match within(
+        "empty batch, wrong",
+        batch.append_to_stream("empty-2", StreamState::NoStream, vec![]),
+    )
+    .await
+    {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(code as i32, tonic::Code::AlreadyExists as i32, "{message}");
+            assert_eq!(message, "WrongExpectedVersion");
+        }
+        other => panic!("expected the WrongExpectedVersion status, got {other:?}"),
+    }
+    assert_eq!(
+        server.store.last_position().0,
+        e.position,
+        "nothing more was written"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_features_report_the_version_and_batch_append() {
     let fx = start().await;

@@ -43,12 +43,16 @@ from esdbclient import (
 from esdbclient.exceptions import (
     FailedPrecondition,
     GrpcDeadlineExceeded,
+    MaximumAppendSizeExceededError,
     NotFound,
     StreamIsDeleted,
     WrongCurrentVersion,
 )
 
 I64_MAX = 2**63 - 1
+# The test server's limits (tests/kurrent_python.rs): one event, and one append.
+EVENT_BYTES_MAX = 200 * 1024
+APPEND_BYTES_MAX = 256 * 1024
 # Deadline of each read (seconds) and of each subscription (its whole life).
 CALL_TIMEOUT = 10.0
 SUB_TIMEOUT = 15.0
@@ -1502,6 +1506,61 @@ def scenario_delete_by_metadata():
     eq(client.get_current_version(s, timeout=CALL_TIMEOUT), 3, "version after revival")
 
 
+def scenario_batch_append_limits_and_empty():
+    """BatchAppend: an event or a batch over the size limits is MaximumAppendSizeExceeded with
+    the limit; an empty batch is a successful append of nothing when the expected version
+    holds, and WrongCurrentVersion when it does not."""
+    s = name("batch-limits")
+    first = ev("Small")
+    append(s, NO_STREAM, [first])
+    end = last_position()
+    cases = [
+        ("one event over the event limit", [ev("Big", data=b"x" * (EVENT_BYTES_MAX + 1))],
+         EVENT_BYTES_MAX),
+        ("one event over the append limit", [ev("Big", data=b"x" * (APPEND_BYTES_MAX + 1))],
+         APPEND_BYTES_MAX),
+        ("events over the append limit together",
+         [ev("Big", data=b"x" * (100 * 1024)) for _ in range(3)], APPEND_BYTES_MAX),
+    ]
+    for what, events, limit in cases:
+        raises(
+            MaximumAppendSizeExceededError,
+            lambda: append(s, ANY, events),
+            what,
+            message=f"Max size is {limit}",
+        )
+    eq(last_position(), end, "nothing written by the refused batches")
+
+    # Empty batches.
+    missing = name("batch-empty")
+    append(missing, NO_STREAM, [])
+    append(missing, ANY, [])
+    raises(NotFound, lambda: get(missing), "an empty batch creates nothing")
+    append(s, 0, [])
+    append(s, EXISTS, [])
+    append(s, ANY, [])
+    raises(
+        WrongCurrentVersion,
+        lambda: append(s, NO_STREAM, []),
+        "empty batch with NO_STREAM on an existing stream",
+        message="Stream position of last event is 0 not StreamState.NO_STREAM",
+    )
+    raises(
+        WrongCurrentVersion,
+        lambda: append(s, 3, []),
+        "empty batch at a wrong position",
+        message="Stream position of last event is 0 not 3",
+    )
+    raises(
+        WrongCurrentVersion,
+        lambda: append(missing, EXISTS, []),
+        "empty batch with EXISTS on a missing stream",
+        message=f"Stream {missing!r} does not exist",
+    )
+    eq(last_position(), end, "nothing written by the empty batches")
+    check_events(get(s), [(first, s, 0, None)], "the stream is unchanged")
+
+
 def scenario_list_subscriptions():
     """Persistent subscriptions: none exist (NOT_FOUND reads as an empty list)."""
     eq(client.list_subscriptions(timeout=CALL_TIMEOUT), [], "list_subscriptions")
@@ -1529,6 +1588,7 @@ SCENARIOS = [
     scenario_delete_never_existing,
     scenario_delete_metadata_only,
     scenario_delete_by_metadata,
+    scenario_batch_append_limits_and_empty,
     scenario_list_subscriptions,
 ]
 
