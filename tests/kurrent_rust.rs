@@ -2154,6 +2154,229 @@ async fn batch_append() {
     }
 }
 
+/// A batch append session, opened fresh (the client ends a session after a batch's error).
+async fn batch_session(c: &Client) -> kurrentdb::BatchAppendClient {
+    within("open a batch append", c.batch_append(&Default::default()))
+        .await
+        .expect("the server offers batch append")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_over_the_size_limits_and_empty_batches() {
+    let dir = common::tempdir();
+    // One event's limit below one append's (256 KiB), so that the engine's event check is
+    // what refuses.
+    let config = statestore::Config {
+        event_bytes_max: 64 << 10,
+        ..common::config()
+    };
+    let server = TestServer::start(dir.path(), config, ServerConfig::default()).await;
+    let c = &kurrent_client(&format!("esdb://{}?tls=false", server.addr));
+    let big = Proposed::binary(1, "Big", &vec![7u8; (64 << 10) + 1], b"");
+    let huge = Proposed::binary(2, "Huge", &vec![7u8; (256 << 10) + 1], b"");
+    let refused = |r: kurrentdb::Result<_>, what: &str, text: &str| match r {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(
+                code as i32,
+                tonic::Code::InvalidArgument as i32,
+                "{what}: {message}"
+            );
+            assert_eq!(message, text, "{what}");
+        }
+        other => panic!("{what}: expected INVALID_ARGUMENT '{text}', got {other:?}"),
+    };
+    // Unary: the exception trailer `maximum-append-size-exceeded`, with the limit passed.
+    refused(
+        append(c, "big-1", StreamState::Any, &[&big])
+            .await
+            .map(|_| ()),
+        "unary, one event over the event limit",
+        "Maximum Append Size of 65536 Exceeded.",
+    );
+    refused(
+        append(c, "big-1", StreamState::Any, &[&huge])
+            .await
+            .map(|_| ()),
+        "unary, over the append limit",
+        "Maximum Append Size of 262144 Exceeded.",
+    );
+    // Batched: the MaximumAppendSizeExceeded status (its detail is checked through the Python
+    // client, which unpacks it).
+    for (what, p) in [("event limit", &big), ("append limit", &huge)] {
+        let batch = batch_session(c).await;
+        refused(
+            within(
+                what,
+                batch.append_to_stream("big-1", StreamState::Any, vec![p.event_data()]),
+            )
+            .await
+            .map(|_| ()),
+            &format!("batch over the {what}"),
+            "MaximumAppendSizeExceeded",
+        );
+    }
+    assert_eq!(server.store.last_position().0, 0, "nothing was written");
+
+    // An empty batch: a successful append of nothing when the expectation holds.
+    let batch = batch_session(c).await;
+    for state in [StreamState::NoStream, StreamState::Any] {
+        let r = within(
+            "empty batch",
+            batch.append_to_stream("empty-1", state, vec![]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("empty batch with {state:?}: {e:?}"));
+        assert_eq!(r.current_revision(), None, "{state:?}");
+        assert_eq!(r.current_position(), None, "{state:?}");
+        assert_eq!(r.stream_state(), Some(state));
+    }
+    assert_eq!(
+        server.store.last_position().0,
+        0,
+        "an empty batch writes nothing"
+    );
+    assert_not_found(
+        read_stream(c, "empty-1", &ReadStreamOptions::default()).await,
+        "empty-1",
+    );
+    let e = put(c, "empty-2", Proposed::json(3, "E")).await;
+    for state in [
+        StreamState::StreamRevision(0),
+        StreamState::StreamExists,
+        StreamState::Any,
+    ] {
+        let r = within(
+            "empty batch",
+            batch.append_to_stream("empty-2", state, vec![]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("empty batch with {state:?}: {e:?}"));
+        assert_eq!(r.current_revision(), Some(0), "{state:?}");
+        assert_eq!(r.current_position(), None, "{state:?}");
+    }
+    match within(
+        "empty batch, wrong",
+        batch.append_to_stream("empty-2", StreamState::NoStream, vec![]),
+    )
+    .await
+    {
+        Err(Error::Grpc { code, message }) => {
+            assert_eq!(code as i32, tonic::Code::AlreadyExists as i32, "{message}");
+            assert_eq!(message, "WrongExpectedVersion");
+        }
+        other => panic!("expected the WrongExpectedVersion status, got {other:?}"),
+    }
+    assert_eq!(
+        server.store.last_position().0,
+        e.position,
+        "nothing more was written"
+    );
+}
+
+/// (stream, revision, type, position) of each event.
+fn summary(events: &[RecordedEvent]) -> Vec<(String, u64, String, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.stream_id().to_string(),
+                e.revision,
+                e.event_type.clone(),
+                e.position.commit,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfiltered_all_subscriptions_and_reads_deliver_metadata_events() {
+    let fx = start().await;
+    let c = &fx.client;
+    let e0 = put(c, "doc-1", Proposed::json(0, "Drafted")).await;
+    let m0 = set_metadata(
+        c,
+        "doc-1",
+        StreamState::NoStream,
+        &StreamMetadata::builder().max_count(5).build(),
+    )
+    .await
+    .expect("set metadata")
+    .position
+    .commit;
+
+    // Catch-up from the start, unfiltered: the `$metadata` event of `$$doc-1` too.
+    let mut sub = c
+        .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start))
+        .await;
+    expect_confirmed(&mut sub).await;
+    let history = until_caught_up(&mut sub).await.events;
+    let s = |v: &[(&str, u64, &str, u64)]| {
+        v.iter()
+            .map(|(a, r, t, p)| (a.to_string(), *r, t.to_string(), *p))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        summary(&history),
+        s(&[
+            ("doc-1", 0, "Drafted", e0.position),
+            ("$$doc-1", 0, "$metadata", m0),
+        ])
+    );
+
+    // Live: the delete's record, the revival record an append writes before its event, and
+    // the first metadata of a stream with no events.
+    delete(c, "doc-1", StreamState::Any).await.expect("delete");
+    let e1 = put(c, "doc-1", Proposed::json(1, "Redrafted")).await;
+    let m2 = set_metadata(
+        c,
+        "doc-2",
+        StreamState::NoStream,
+        &StreamMetadata::builder()
+            .insert_custom_property("owner", "ops")
+            .build(),
+    )
+    .await
+    .expect("set metadata of doc-2")
+    .position
+    .commit;
+    let live = next_events(&mut sub, 4, &mut Received::default()).await;
+    let deleted_at = live[0].position.commit;
+    assert_eq!(
+        summary(&live),
+        s(&[
+            ("$$doc-1", 1, "$metadata", deleted_at),
+            ("$$doc-1", 2, "$metadata", e1.position - 1),
+            ("doc-1", 1, "Redrafted", e1.position),
+            ("$$doc-2", 0, "$metadata", m2),
+        ])
+    );
+    assert!(m0 < deleted_at && deleted_at < e1.position - 1, "{live:?}");
+    let data = |e: &RecordedEvent| -> serde_json::Value {
+        serde_json::from_slice(&e.data).expect("metadata is JSON")
+    };
+    assert_eq!(data(&history[1]), json!({ "$maxCount": 5 }));
+    assert_eq!(data(&live[0]), json!({ "$tb": i64::MAX }));
+    assert_eq!(data(&live[1]), json!({ "$tb": 1 }));
+    assert_eq!(data(&live[3]), json!({ "owner": "ops" }));
+    assert!(live.iter().all(|e| e.is_json), "{live:?}");
+
+    // A read of $all now gives the same but doc-1@0, which the delete hides in every read
+    // (KurrentDB would show it until a scavenge); so does a new catch-up.
+    let everything = [summary(&history[1..]), summary(&live)].concat();
+    let all = read_all(c, &ReadAllOptions::default())
+        .await
+        .expect("read $all");
+    assert_eq!(summary(&all), everything);
+    let mut again = c
+        .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start))
+        .await;
+    expect_confirmed(&mut again).await;
+    assert_eq!(
+        summary(&until_caught_up(&mut again).await.events),
+        everything
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_features_report_the_version_and_batch_append() {
     let fx = start().await;

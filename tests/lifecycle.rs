@@ -595,7 +595,9 @@ fn metadata_streams_and_reserved_types_are_not_open_to_appends() {
         meta(|m| m.max_count = Some(0)),
         meta(|m| m.max_age = Some(Duration::from_millis(1500))),
         meta(|m| m.max_age = Some(Duration::ZERO)),
-        meta(|m| m.truncate_before = Some(Revision(statestore::DELETED_TRUNCATE_BEFORE))),
+        // 2^63-1 is a soft delete (below); nothing is above it.
+        meta(|m| m.truncate_before = Some(Revision(statestore::DELETED_TRUNCATE_BEFORE + 1))),
+        meta(|m| m.truncate_before = Some(Revision(u64::MAX))),
         meta(|m| {
             m.custom.insert("$tb".into(), serde_json::json!(3));
         }),
@@ -789,5 +791,222 @@ fn later_metadata_never_brings_deleted_events_back() {
     assert_eq!(
         stream_revs(&store, "pii-1", Direction::Forwards).unwrap(),
         [5]
+    );
+}
+
+#[test]
+fn a_stream_with_only_metadata_can_be_deleted_and_written_again() {
+    let dir = common::tempdir();
+    let store = open(dir.path());
+    let custom = meta(|m| {
+        m.custom.insert("owner".into(), serde_json::json!("ops"));
+    });
+    store
+        .set_stream_metadata("draft-1", ExpectedRevision::NoStream, custom.clone())
+        .unwrap();
+    // It has no events: an exact revision does not hold.
+    assert!(matches!(
+        store.delete_stream("draft-1", ExpectedRevision::Exact(Revision(0))),
+        Err(Error::WrongExpectedRevision {
+            actual: ActualRevision::NoStream,
+            ..
+        })
+    ));
+    let at = store
+        .delete_stream("draft-1", ExpectedRevision::NoStream)
+        .expect("delete of a stream with only metadata");
+    assert_eq!(
+        at,
+        store.last_position(),
+        "the delete record is the last write"
+    );
+    let (revision, m) = store.stream_metadata("draft-1").unwrap().unwrap();
+    assert_eq!(revision, Revision(1));
+    assert!(m.is_deleted(), "{m:?}");
+    assert!(m.custom.is_empty(), "a delete replaces the metadata: {m:?}");
+    assert!(matches!(
+        store.read_stream("draft-1", Revision(0), Direction::Forwards, 10),
+        Err(Error::StreamNotFound { .. })
+    ));
+    assert_eq!(store.stream_revision("draft-1").unwrap(), None);
+    // Repeated, with Any; StreamExists on the deleted stream is StreamDeleted.
+    store
+        .delete_stream("draft-1", ExpectedRevision::Any)
+        .expect("repeated delete");
+    assert!(matches!(
+        store.delete_stream("draft-1", ExpectedRevision::StreamExists),
+        Err(Error::StreamDeleted { .. })
+    ));
+    // Any and StreamExists delete other streams with only metadata.
+    for (stream, expected) in [
+        ("draft-2", ExpectedRevision::Any),
+        ("draft-3", ExpectedRevision::StreamExists),
+    ] {
+        store
+            .set_stream_metadata(stream, ExpectedRevision::Any, custom.clone())
+            .unwrap();
+        store
+            .delete_stream(stream, expected)
+            .unwrap_or_else(|e| panic!("delete {stream} with {expected:?}: {e:?}"));
+        assert!(
+            store
+                .stream_metadata(stream)
+                .unwrap()
+                .unwrap()
+                .1
+                .is_deleted()
+        );
+    }
+    // A stream with neither events nor metadata is still not found, whatever is expected.
+    for expected in [
+        ExpectedRevision::NoStream,
+        ExpectedRevision::Any,
+        ExpectedRevision::StreamExists,
+    ] {
+        assert!(
+            matches!(
+                store.delete_stream("ghost", expected),
+                Err(Error::StreamNotFound { stream }) if stream == "ghost"
+            ),
+            "{expected:?}"
+        );
+    }
+    assert_eq!(store.stream_metadata("ghost").unwrap(), None);
+
+    // An append brings the deleted stream back from revision 0.
+    let r = store
+        .append(
+            "draft-1",
+            ExpectedRevision::NoStream,
+            vec![common::ev(1, "Ev")],
+        )
+        .unwrap();
+    assert_eq!(r.revision, Revision(0));
+    assert_eq!(
+        stream_revs(&store, "draft-1", Direction::Forwards).unwrap(),
+        [0]
+    );
+    assert_eq!(of_stream(&all_events(&store), "draft-1"), [0]);
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(
+        stream_revs(&store, "draft-1", Direction::Forwards).unwrap(),
+        [0]
+    );
+    append_n(&store, "draft-2", 1, 10);
+    assert_eq!(
+        stream_revs(&store, "draft-2", Direction::Forwards).unwrap(),
+        [0]
+    );
+}
+
+#[test]
+fn metadata_with_the_deleted_truncate_before_is_a_soft_delete() {
+    let dir = common::tempdir();
+    let store = open(dir.path());
+    append_n(&store, "cart-1", 3, 0);
+    store
+        .save_snapshot("cart-1", Revision(2), "cart.v1", "state".into())
+        .unwrap();
+    let deleted = meta(|m| {
+        m.truncate_before = Some(Revision(statestore::DELETED_TRUNCATE_BEFORE));
+        m.custom.insert("reason".into(), serde_json::json!("gdpr"));
+    });
+    // Checked against the metadata's own revision, as any metadata.
+    assert!(matches!(
+        store.set_stream_metadata(
+            "cart-1",
+            ExpectedRevision::Exact(Revision(0)),
+            deleted.clone()
+        ),
+        Err(Error::WrongExpectedRevision { .. })
+    ));
+    store
+        .set_stream_metadata("cart-1", ExpectedRevision::NoStream, deleted.clone())
+        .expect("metadata that soft-deletes");
+    assert!(matches!(
+        store.read_stream("cart-1", Revision(0), Direction::Forwards, 10),
+        Err(Error::StreamNotFound { .. })
+    ));
+    assert!(matches!(
+        store.read_stream("cart-1", Revision::END, Direction::Backwards, 10),
+        Err(Error::StreamNotFound { .. })
+    ));
+    assert_eq!(store.stream_revision("cart-1").unwrap(), None);
+    assert!(of_stream(&all_events(&store), "cart-1").is_empty());
+    assert!(by_type_revs(&store, "cart-1").is_empty());
+    let (_, m) = store.stream_metadata("cart-1").unwrap().unwrap();
+    assert_eq!(m, deleted, "stored as given, other keys kept");
+    assert!(matches!(
+        store.append(
+            "cart-1",
+            ExpectedRevision::StreamExists,
+            vec![common::ev(9, "Ev")]
+        ),
+        Err(Error::StreamDeleted { .. })
+    ));
+    // Again on the deleted stream: it stays deleted (not a revival).
+    store
+        .set_stream_metadata("cart-1", ExpectedRevision::Any, deleted.clone())
+        .unwrap();
+    assert!(matches!(
+        store.read_stream("cart-1", Revision(0), Direction::Forwards, 10),
+        Err(Error::StreamNotFound { .. })
+    ));
+
+    // An append brings it back as after a delete: revisions continue, the old events and
+    // the snapshot stay gone, the other keys stay.
+    let r = store
+        .append(
+            "cart-1",
+            ExpectedRevision::NoStream,
+            vec![common::ev(10, "Ev")],
+        )
+        .unwrap();
+    assert_eq!(r.revision, Revision(3));
+    assert_eq!(
+        stream_revs(&store, "cart-1", Direction::Forwards).unwrap(),
+        [3]
+    );
+    assert!(
+        store
+            .load_snapshot("cart-1", Revision::END)
+            .unwrap()
+            .is_none(),
+        "the snapshot went with the delete"
+    );
+    let (_, m) = store.stream_metadata("cart-1").unwrap().unwrap();
+    assert_eq!(m.truncate_before, Some(Revision(3)));
+    assert_eq!(m.custom.get("reason"), Some(&serde_json::json!("gdpr")));
+
+    // On a stream with no events at all.
+    store
+        .set_stream_metadata("cart-2", ExpectedRevision::NoStream, deleted)
+        .unwrap();
+    assert!(
+        store
+            .stream_metadata("cart-2")
+            .unwrap()
+            .unwrap()
+            .1
+            .is_deleted()
+    );
+    store.close().unwrap();
+
+    // The same after a reopen, and the revived stream goes on.
+    let store = open(dir.path());
+    assert_eq!(
+        stream_revs(&store, "cart-1", Direction::Forwards).unwrap(),
+        [3]
+    );
+    append_n(&store, "cart-1", 1, 20);
+    assert_eq!(
+        stream_revs(&store, "cart-1", Direction::Forwards).unwrap(),
+        [3, 4]
+    );
+    append_n(&store, "cart-2", 1, 30);
+    assert_eq!(
+        stream_revs(&store, "cart-2", Direction::Forwards).unwrap(),
+        [0]
     );
 }

@@ -5,8 +5,8 @@
 //! events it governs, replayed by `replay`, and its history is kept:
 //! - the metadata of stream `S` is the newest event (type `$metadata`, a JSON object) of the
 //!   metadata stream `$$S`; the earlier events of `$$S` are its history;
-//! - a soft delete writes `{"$tb": 2^63-1}` to `$$S`: no event of `S` is visible and `S` reads
-//!   as not found. The next append to `S` writes, in the same commit and before its events,
+//! - a soft delete writes `{"$tb": 2^63-1}` to `$$S` (and any metadata with that `$tb` is a
+//!   soft delete): no event of `S` is visible and `S` reads as not found. The next append to `S` writes, in the same commit and before its events,
 //!   `$$S` ← the previous metadata with `$tb` = the old last revision + 1, so `S` comes back
 //!   with only the new events and its revisions continue;
 //! - a tombstone writes a `$streamDeleted` event into `S` itself (the stream's last event, for
@@ -142,11 +142,13 @@ impl StreamMetadata {
                 "max age must be a whole number of seconds, at least 1, not {age:?}"
             ));
         }
+        // 2^63-1 itself is a soft delete (see `Store::set_stream_metadata`); KurrentDB's
+        // `$tb` is a signed 64-bit number, so nothing above it means anything.
         if let Some(tb) = self.truncate_before
-            && tb.0 >= DELETED_TRUNCATE_BEFORE
+            && tb.0 > DELETED_TRUNCATE_BEFORE
         {
             return invalid(format!(
-                "truncate-before {tb} is reserved for deleted streams; delete the stream instead"
+                "truncate-before {tb} is over 2^63-1 (which soft-deletes the stream)"
             ));
         }
         if let Some(key) = self
@@ -389,6 +391,12 @@ impl Store {
     /// Setting metadata on a soft-deleted stream brings it back with only the events appended
     /// after the delete (its truncate-before is raised to the old last revision + 1).
     ///
+    /// Metadata with truncate-before 2^63-1 (`$tb` = 9223372036854775807, what a delete writes)
+    /// is a soft delete, as in KurrentDB: the stream reads as not found, its snapshots are
+    /// removed, and the next append brings it back as after [`Store::delete_stream`]. Unlike
+    /// that call it is checked against the metadata's revision, works on a stream with no
+    /// events, and keeps the other keys given with it.
+    ///
     /// On a tombstoned stream the new version is recorded (the metadata stream is a stream of
     /// its own, with its own revisions) and changes nothing: the stream stays deleted, and
     /// [`Store::stream_metadata`] still answers `StreamDeleted`.
@@ -425,7 +433,8 @@ impl Store {
                 actual: bytes,
             });
         }
-        self.submit_lifecycle(
+        let deletes = metadata.is_deleted();
+        let result = self.submit_lifecycle(
             LifecycleOp::SetMetadata {
                 stream: stream.to_string(),
                 expected,
@@ -433,7 +442,12 @@ impl Store {
             },
             principal,
             bytes,
-        )
+        )?;
+        if deletes {
+            // A soft delete by metadata removes the snapshots as `delete_stream` does.
+            self.delete_snapshots(stream)?;
+        }
+        Ok(result)
     }
 
     /// The current metadata of `stream` and its revision, or `None` when none was ever set.
@@ -515,8 +529,11 @@ impl Store {
     /// revisions then, and `StreamExists` is `StreamDeleted`). Returns the position of the
     /// delete record. The events leave the disk at the next `compact`.
     ///
-    /// Errors: `StreamNotFound` when the stream has no events; `StreamDeleted` when it is
-    /// tombstoned; `WrongExpectedRevision`.
+    /// A stream with metadata but no events exists (as in KurrentDB) and can be deleted
+    /// (`NoStream`, `Any` or `StreamExists`); a later append to it starts at revision 0.
+    ///
+    /// Errors: `StreamNotFound` when the stream has neither events nor metadata;
+    /// `StreamDeleted` when it is tombstoned; `WrongExpectedRevision`.
     pub fn delete_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<Position> {
         self.delete_stream_by(stream, expected, "")
     }

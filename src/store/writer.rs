@@ -595,9 +595,11 @@ impl Writer {
                 if !lifecycle::expected_holds(&meta_stream, expected, meta_current, None)? {
                     return Err(wrong(&meta_stream, expected, meta_current));
                 }
-                let revival = life.is_deleted();
-                // New metadata brings a soft-deleted stream back without its old events, and
-                // never lowers truncate-before below the stream's last delete.
+                // Metadata with `$tb` = 2^63-1 is itself a soft delete (as in KurrentDB): the
+                // stream reads as deleted and the next append brings it back. Any other new
+                // metadata brings a soft-deleted stream back without its old events, and never
+                // lowers truncate-before below the stream's last delete.
+                let revival = life.is_deleted() && !metadata.is_deleted();
                 let floor = if revival {
                     current.map_or(0, |r| r + 1)
                 } else {
@@ -617,7 +619,9 @@ impl Writer {
                 (part, meta_current, new_life)
             }
             LifecycleOp::Delete { expected, .. } => {
-                if current.is_none() {
+                // A stream with neither events nor metadata has nothing to delete. One with
+                // only metadata exists (as in KurrentDB) and is deleted like any other.
+                if current.is_none() && life.meta_revision.is_none() {
                     return Err(Error::StreamNotFound { stream });
                 }
                 if !lifecycle::expected_holds(&stream, expected, current, Some(&life))? {

@@ -43,12 +43,16 @@ from esdbclient import (
 from esdbclient.exceptions import (
     FailedPrecondition,
     GrpcDeadlineExceeded,
+    MaximumAppendSizeExceededError,
     NotFound,
     StreamIsDeleted,
     WrongCurrentVersion,
 )
 
 I64_MAX = 2**63 - 1
+# The test server's limits (tests/kurrent_python.rs): one event, and one append.
+EVENT_BYTES_MAX = 200 * 1024
+APPEND_BYTES_MAX = 256 * 1024
 # Deadline of each read (seconds) and of each subscription (its whole life).
 CALL_TIMEOUT = 10.0
 SUB_TIMEOUT = 15.0
@@ -1402,6 +1406,7 @@ def scenario_delete_never_existing():
 
     cases = [
         ("delete ANY", client.delete_stream, ANY, -2),
+        ("delete NO_STREAM", client.delete_stream, NO_STREAM, -1),
         ("delete exact 0", client.delete_stream, 0, 0),
         ("delete EXISTS", client.delete_stream, EXISTS, -4),
         ("tombstone exact 0", client.tombstone_stream, 0, 0),
@@ -1421,6 +1426,139 @@ def scenario_delete_never_existing():
     raises(StreamIsDeleted, lambda: get(s2), "read after tombstone with ANY")
     raises(StreamIsDeleted, lambda: append(s2, ANY, [ev("X")]), "append after tombstone")
     client.set_stream_metadata(s2, metadata={"after": "tombstone"})
+
+
+def scenario_delete_metadata_only():
+    """A stream with metadata and no events exists implicitly (as in KurrentDB): a soft delete
+    with NO_STREAM or ANY succeeds, and an append brings it back from position 0."""
+    s = name("meta-only-del")
+    client.set_stream_metadata(s, metadata={"k": 1}, current_version=NO_STREAM)
+    raises(
+        NotFound,
+        lambda: client.delete_stream(s, current_version=0, timeout=CALL_TIMEOUT),
+        "delete at position 0 of a stream with no events",
+        message=(
+            f"Delete failed due to WrongExpectedVersion. Stream: {s}, Expected version: 0,"
+            " Actual version: -1"
+        ),
+    )
+    before = last_position()
+    client.delete_stream(s, current_version=NO_STREAM, timeout=CALL_TIMEOUT)
+    assert last_position() > before, "the delete is a record in the log"
+    raises(NotFound, lambda: get(s), "read after delete")
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), NO_STREAM, "version after delete")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT),
+        ({"$tb": I64_MAX}, 1),
+        "metadata after delete",
+    )
+    # Repeatable, with NO_STREAM and ANY.
+    client.delete_stream(s, current_version=NO_STREAM, timeout=CALL_TIMEOUT)
+    client.delete_stream(s, current_version=ANY, timeout=CALL_TIMEOUT)
+    raises(NotFound, lambda: get(s), "read after the repeated deletes")
+    e = ev("First")
+    p = append(s, NO_STREAM, e)
+    check_events(get(s), [(e, s, 0, p)], "first event after the delete")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT)[0],
+        {"$tb": 0},
+        "metadata after the revival",
+    )
+
+    # ANY, then a batch append with ANY.
+    s2 = name("meta-only-del-any")
+    client.set_stream_metadata(s2, metadata={"k": 2})
+    client.delete_stream(s2, current_version=ANY, timeout=CALL_TIMEOUT)
+    raises(NotFound, lambda: get(s2), "read after delete with ANY")
+    evs = [ev("A"), ev("B")]
+    p = append(s2, ANY, evs)
+    check_events(get(s2), [(evs[0], s2, 0, None), (evs[1], s2, 1, p)], "after revival")
+
+
+def scenario_delete_by_metadata():
+    """Metadata with $tb = i64::MAX is a soft delete (as in KurrentDB): the stream reads as
+    not found, and an append brings it back with its positions continuing."""
+    s = name("tb-max")
+    evs = [ev("T"), ev("T")]
+    append(s, NO_STREAM, evs)
+    md = {"$tb": I64_MAX, "why": "gdpr"}
+    client.set_stream_metadata(s, metadata=md, current_version=NO_STREAM)
+    raises(NotFound, lambda: get(s), "read after $tb = i64::MAX")
+    raises(NotFound, lambda: get(s, backwards=True), "read backwards after $tb = i64::MAX")
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), NO_STREAM, "version after")
+    eq(client.get_stream_metadata(s, timeout=CALL_TIMEOUT), (md, 0), "metadata as set")
+    raises(
+        StreamIsDeleted,
+        lambda: append(s, EXISTS, [ev("T")]),
+        "batch append with EXISTS to the deleted stream",
+    )
+    # A second such write keeps it deleted.
+    client.set_stream_metadata(s, metadata=md, current_version=0)
+    raises(NotFound, lambda: get(s), "read after the second $tb = i64::MAX")
+    new = [ev("Back"), ev("Back")]
+    p = append(s, NO_STREAM, new)
+    check_events(get(s), [(new[0], s, 2, None), (new[1], s, 3, p)], "after revival")
+    eq(
+        client.get_stream_metadata(s, timeout=CALL_TIMEOUT),
+        ({"$tb": 2, "why": "gdpr"}, 2),
+        "metadata after revival",
+    )
+    eq(client.get_current_version(s, timeout=CALL_TIMEOUT), 3, "version after revival")
+
+
+def scenario_batch_append_limits_and_empty():
+    """BatchAppend: an event or a batch over the size limits is MaximumAppendSizeExceeded with
+    the limit; an empty batch is a successful append of nothing when the expected version
+    holds, and WrongCurrentVersion when it does not."""
+    s = name("batch-limits")
+    first = ev("Small")
+    append(s, NO_STREAM, [first])
+    end = last_position()
+    cases = [
+        ("one event over the event limit", [ev("Big", data=b"x" * (EVENT_BYTES_MAX + 1))],
+         EVENT_BYTES_MAX),
+        ("one event over the append limit", [ev("Big", data=b"x" * (APPEND_BYTES_MAX + 1))],
+         APPEND_BYTES_MAX),
+        ("events over the append limit together",
+         [ev("Big", data=b"x" * (100 * 1024)) for _ in range(3)], APPEND_BYTES_MAX),
+    ]
+    for what, events, limit in cases:
+        raises(
+            MaximumAppendSizeExceededError,
+            lambda: append(s, ANY, events),
+            what,
+            message=f"Max size is {limit}",
+        )
+    eq(last_position(), end, "nothing written by the refused batches")
+
+    # Empty batches.
+    missing = name("batch-empty")
+    append(missing, NO_STREAM, [])
+    append(missing, ANY, [])
+    raises(NotFound, lambda: get(missing), "an empty batch creates nothing")
+    append(s, 0, [])
+    append(s, EXISTS, [])
+    append(s, ANY, [])
+    raises(
+        WrongCurrentVersion,
+        lambda: append(s, NO_STREAM, []),
+        "empty batch with NO_STREAM on an existing stream",
+        message="Stream position of last event is 0 not StreamState.NO_STREAM",
+    )
+    raises(
+        WrongCurrentVersion,
+        lambda: append(s, 3, []),
+        "empty batch at a wrong position",
+        message="Stream position of last event is 0 not 3",
+    )
+    raises(
+        WrongCurrentVersion,
+        lambda: append(missing, EXISTS, []),
+        "empty batch with EXISTS on a missing stream",
+        message=f"Stream {missing!r} does not exist",
+    )
+    eq(last_position(), end, "nothing written by the empty batches")
+    check_events(get(s), [(first, s, 0, None)], "the stream is unchanged")
 
 
 def scenario_list_subscriptions():
@@ -1448,6 +1586,9 @@ SCENARIOS = [
     scenario_delete_stream,
     scenario_tombstone_stream,
     scenario_delete_never_existing,
+    scenario_delete_metadata_only,
+    scenario_delete_by_metadata,
+    scenario_batch_append_limits_and_empty,
     scenario_list_subscriptions,
 ]
 

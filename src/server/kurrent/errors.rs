@@ -90,16 +90,28 @@ pub fn maximum_append_size(limit: u64) -> Status {
     )
 }
 
+/// The limit of an append that was too large, the one rule for every append call: the whole
+/// append, one of its events, its commit or a `$$S` metadata event over its limit is what
+/// KurrentDB (and its clients) call "maximum append size exceeded".
+fn append_size_limit(error: &Error) -> Option<u64> {
+    match error {
+        Error::LimitExceeded {
+            what: Limit::AppendBytes | Limit::EventBytes | Limit::CommitBytes | Limit::MetadataBytes,
+            limit,
+            ..
+        } => Some(*limit),
+        _ => None,
+    }
+}
+
 /// Any engine error outside the cases each call handles itself.
 pub fn from_engine(error: &Error) -> Status {
+    if let Some(limit) = append_size_limit(error) {
+        return maximum_append_size(limit);
+    }
     match error {
         Error::StreamDeleted { stream } => stream_deleted(stream),
         Error::InvalidArgument(_) | Error::InvalidConfig(_) => invalid_argument(error.to_string()),
-        Error::LimitExceeded {
-            what: Limit::AppendBytes,
-            limit,
-            ..
-        } => maximum_append_size(*limit),
         Error::LimitExceeded { what, .. } if !what.is_size() => invalid_argument(error.to_string()),
         Error::Closed | Error::Poisoned { .. } | Error::Locked { .. } => {
             Status::unavailable(format!("Server Is Not Ready: {error}"))
@@ -143,6 +155,18 @@ pub fn batch_status(
     expected: ExpectedRevision,
     current: Option<u64>,
 ) -> rpc::Status {
+    if let Some(limit) = append_size_limit(error) {
+        return rpc::Status {
+            code: Code::InvalidArgument as i32,
+            message: "MaximumAppendSizeExceeded".into(),
+            details: Some(any(
+                "MaximumAppendSizeExceeded",
+                &shared::MaximumAppendSizeExceeded {
+                    max_append_size: u32::try_from(limit).unwrap_or(u32::MAX),
+                },
+            )),
+        };
+    }
     match error {
         Error::WrongExpectedRevision { .. } | Error::IdempotencyConflict { .. } => {
             use shared::wrong_expected_version::{
@@ -173,20 +197,6 @@ pub fn batch_status(
                 "StreamDeleted",
                 &shared::StreamDeleted {
                     stream_identifier: Some(convert::stream_identifier(stream)),
-                },
-            )),
-        },
-        Error::LimitExceeded {
-            what: Limit::AppendBytes,
-            limit,
-            ..
-        } => rpc::Status {
-            code: Code::InvalidArgument as i32,
-            message: "MaximumAppendSizeExceeded".into(),
-            details: Some(any(
-                "MaximumAppendSizeExceeded",
-                &shared::MaximumAppendSizeExceeded {
-                    max_append_size: u32::try_from(*limit).unwrap_or(u32::MAX),
                 },
             )),
         },

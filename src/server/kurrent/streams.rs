@@ -198,8 +198,26 @@ fn append_wrong_version(expected: ExpectedRevision, current: Option<u64>) -> wir
     }
 }
 
-/// An append with no events: nothing is written; the reply says where the stream is, if the
-/// expected revision holds.
+/// An append with no events (unary or batched) writes nothing, as in KurrentDB: the stream's
+/// current revision, `Ok` when the expected revision holds and `Err` when it does not.
+fn empty_write(
+    service: &Service,
+    who: &Principal,
+    stream: &str,
+    expected: ExpectedRevision,
+) -> Result<Result<Option<u64>, Option<u64>>, Error> {
+    let current = service.stream_revision(who, stream)?.map(|r| r.0);
+    let holds = match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => current.is_none(),
+        ExpectedRevision::StreamExists => current.is_some(),
+        ExpectedRevision::Exact(r) => current == Some(r.0),
+    };
+    Ok(if holds { Ok(current) } else { Err(current) })
+}
+
+/// A unary append with no events: the reply says where the stream is, if the expected
+/// revision holds.
 fn empty_append(
     service: &Service,
     who: &Principal,
@@ -207,19 +225,11 @@ fn empty_append(
     expected: ExpectedRevision,
 ) -> Result<wire::AppendResp, Status> {
     use append_resp::success::{CurrentRevisionOption, PositionOption};
-    let current = service
-        .stream_revision(who, stream)
-        .map_err(|e| errors::from_engine(&e))?
-        .map(|r| r.0);
-    let holds = match expected {
-        ExpectedRevision::Any => true,
-        ExpectedRevision::NoStream => current.is_none(),
-        ExpectedRevision::StreamExists => current.is_some(),
-        ExpectedRevision::Exact(r) => current == Some(r.0),
+    let current = match empty_write(service, who, stream, expected) {
+        Ok(Ok(current)) => current,
+        Ok(Err(current)) => return Ok(append_wrong_version(expected, current)),
+        Err(e) => return Err(errors::from_engine(&e)),
     };
-    if !holds {
-        return Ok(append_wrong_version(expected, current));
-    }
     Ok(wire::AppendResp {
         result: Some(append_resp::Result::Success(append_resp::Success {
             current_revision_option: Some(match current {
@@ -237,8 +247,9 @@ fn delete_error(stream: &str, expected: ExpectedRevision, error: &Error) -> Stat
         Error::WrongExpectedRevision { actual, .. } => {
             errors::delete_wrong_version(stream, expected, errors::actual_number(actual))
         }
-        // The engine refuses to delete a stream with no events; the protocol calls that a
-        // wrong expected version with actual −1, which clients show as "not found".
+        // The engine refuses to delete a stream with neither events nor metadata; the protocol
+        // calls that a wrong expected version with actual −1, which clients show as "not
+        // found". (One with only metadata is deleted, as in KurrentDB.)
         Error::StreamNotFound { .. } => errors::delete_wrong_version(stream, expected, -1),
         other => errors::from_engine(other),
     }
@@ -978,9 +989,34 @@ async fn finish_batch(
         (Ok(_), None) if batch.deadline.is_some_and(|d| Instant::now() >= d) => {
             batch_append_resp::Result::Error(errors::batch_timeout())
         }
-        (Ok(_), None) if batch.events.is_empty() => batch_append_resp::Result::Error(
-            errors::bad_request("a batch append has no events".into()),
-        ),
+        // An empty batch is a successful append of nothing when the expectation holds (as
+        // in KurrentDB): the stream's revision, no position.
+        (Ok(name), None) if batch.events.is_empty() => {
+            use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+            match empty_write(service, who, name, expected) {
+                Ok(Ok(current)) => batch_append_resp::Result::Success(batch_append_resp::Success {
+                    current_revision_option: Some(match current {
+                        Some(r) => CurrentRevisionOption::CurrentRevision(r),
+                        None => CurrentRevisionOption::NoStream(()),
+                    }),
+                    position_option: Some(PositionOption::NoPosition(())),
+                }),
+                Ok(Err(current)) => batch_append_resp::Result::Error(errors::batch_status(
+                    &Error::WrongExpectedRevision {
+                        stream: name.clone(),
+                        expected,
+                        actual: current.map_or(ActualRevision::NoStream, |r| {
+                            ActualRevision::Revision(Revision(r))
+                        }),
+                    },
+                    expected,
+                    current,
+                )),
+                Err(e) => {
+                    batch_append_resp::Result::Error(errors::batch_status(&e, expected, None))
+                }
+            }
+        }
         (Ok(name), None) => match write(service, who, name.clone(), expected, batch.events).await {
             Ok(r) => {
                 use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
