@@ -18,6 +18,7 @@ pub mod auth;
 mod events;
 pub mod jwt;
 mod live;
+pub mod name_filter;
 mod outbox;
 pub mod persistent;
 mod reads;

@@ -1,16 +1,13 @@
-//! The small services clients call around the streams: Gossip (this node is the one leader),
-//! ServerFeatures (what is served, so clients enable batch append), and the read-only
-//! management calls of PersistentSubscriptions, which say "none exist" until persistent
-//! subscriptions do. (The Rust client uses gRPC for List only when all four management
-//! methods are advertised; otherwise it falls back to HTTP/1.1, which this port does not
-//! speak.)
+//! The small services clients call around the streams: Gossip (this node is the one leader)
+//! and ServerFeatures (what is served, so clients enable batch append and use gRPC, not
+//! KurrentDB's HTTP API, for persistent-subscription management).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
 use super::proto::event_store::client::server_features as features;
-use super::proto::event_store::client::{self as shared, gossip, persistent_subscriptions as ps};
+use super::proto::event_store::client::{self as shared, gossip};
 use super::{KurrentConfig, SERVER_VERSION, convert};
 
 /// .NET ticks (100 ns) from 0001-01-01 to the Unix epoch.
@@ -57,34 +54,34 @@ impl gossip::gossip_server::Gossip for GossipService {
 
 pub struct FeaturesService;
 
-/// The methods served, as (service, method): lower-case, as clients compare them.
-const SERVED: &[(&str, &str)] = &[
-    ("event_store.client.streams.streams", "read"),
-    ("event_store.client.streams.streams", "append"),
-    ("event_store.client.streams.streams", "batchappend"),
-    ("event_store.client.streams.streams", "delete"),
-    ("event_store.client.streams.streams", "tombstone"),
-    ("event_store.client.gossip.gossip", "read"),
+const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
+/// The feature tags KurrentDB 24.x gives persistent-subscription methods: groups on streams
+/// and on `$all`. Clients without them fall back to the HTTP API (which this port does not
+/// speak) or refuse `$all` groups.
+const STREAM_AND_ALL: &[&str] = &["stream", "all"];
+
+/// The methods served, as (service, method, feature tags): lower-case, as clients compare
+/// them.
+const SERVED: &[(&str, &str, &[&str])] = &[
+    ("event_store.client.streams.streams", "read", &[]),
+    ("event_store.client.streams.streams", "append", &[]),
+    ("event_store.client.streams.streams", "batchappend", &[]),
+    ("event_store.client.streams.streams", "delete", &[]),
+    ("event_store.client.streams.streams", "tombstone", &[]),
+    ("event_store.client.gossip.gossip", "read", &[]),
     (
         "event_store.client.server_features.serverfeatures",
         "getsupportedmethods",
+        &[],
     ),
-    (
-        "event_store.client.persistent_subscriptions.persistentsubscriptions",
-        "list",
-    ),
-    (
-        "event_store.client.persistent_subscriptions.persistentsubscriptions",
-        "getinfo",
-    ),
-    (
-        "event_store.client.persistent_subscriptions.persistentsubscriptions",
-        "replayparked",
-    ),
-    (
-        "event_store.client.persistent_subscriptions.persistentsubscriptions",
-        "restartsubsystem",
-    ),
+    (PERSISTENT, "create", STREAM_AND_ALL),
+    (PERSISTENT, "update", STREAM_AND_ALL),
+    (PERSISTENT, "delete", STREAM_AND_ALL),
+    (PERSISTENT, "read", STREAM_AND_ALL),
+    (PERSISTENT, "getinfo", STREAM_AND_ALL),
+    (PERSISTENT, "replayparked", STREAM_AND_ALL),
+    (PERSISTENT, "list", STREAM_AND_ALL),
+    (PERSISTENT, "restartsubsystem", &[]),
 ];
 
 #[tonic::async_trait]
@@ -95,10 +92,10 @@ impl features::server_features_server::ServerFeatures for FeaturesService {
     ) -> Result<Response<features::SupportedMethods>, Status> {
         let methods = SERVED
             .iter()
-            .map(|(service, method)| features::SupportedMethod {
+            .map(|(service, method, tags)| features::SupportedMethod {
                 method_name: (*method).to_string(),
                 service_name: (*service).to_string(),
-                features: Vec::new(),
+                features: tags.iter().map(|t| (*t).to_string()).collect(),
             })
             .collect();
         Ok(Response::new(features::SupportedMethods {
@@ -106,45 +103,4 @@ impl features::server_features_server::ServerFeatures for FeaturesService {
             event_store_server_version: SERVER_VERSION.to_string(),
         }))
     }
-}
-
-pub struct PersistentService;
-
-#[tonic::async_trait]
-impl ps::persistent_subscriptions_server::PersistentSubscriptions for PersistentService {
-    /// No persistent subscription can exist yet: NOT_FOUND, which clients read as an empty list.
-    async fn list(&self, _request: Request<ps::ListReq>) -> Result<Response<ps::ListResp>, Status> {
-        Err(Status::not_found("Subscriptions not found"))
-    }
-
-    async fn get_info(
-        &self,
-        request: Request<ps::GetInfoReq>,
-    ) -> Result<Response<ps::GetInfoResp>, Status> {
-        Err(no_such_group(
-            request.into_inner().options.map(|o| o.group_name),
-        ))
-    }
-
-    async fn replay_parked(
-        &self,
-        request: Request<ps::ReplayParkedReq>,
-    ) -> Result<Response<ps::ReplayParkedResp>, Status> {
-        Err(no_such_group(
-            request.into_inner().options.map(|o| o.group_name),
-        ))
-    }
-
-    /// There is no subsystem state to restart while no persistent subscription can exist.
-    async fn restart_subsystem(
-        &self,
-        _request: Request<shared::Empty>,
-    ) -> Result<Response<shared::Empty>, Status> {
-        Ok(Response::new(shared::Empty {}))
-    }
-}
-
-fn no_such_group(group: Option<String>) -> Status {
-    let group = group.unwrap_or_default();
-    Status::not_found(format!("Subscription group '{group}' does not exist."))
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Status;
@@ -14,6 +13,7 @@ use super::proto::event_store::client::streams::read_req::options::filter_option
 use super::proto::event_store::client::streams::{self as wire, read_resp};
 use super::proto::event_store::client::{self as shared};
 use crate::service::Matcher;
+use crate::service::name_filter::{self, NameFilter, Subject};
 use crate::types::{ContentType, EventData, ExpectedRevision, Filter, Revision, StreamFilter};
 
 pub const JSON: &str = "application/json";
@@ -224,40 +224,22 @@ pub struct WireFilter {
 /// The default window of a filter that does not give one.
 const DEFAULT_WINDOW: u64 = 32;
 
-/// Longest regular expression a filter may hold, in bytes.
-pub const FILTER_REGEX_BYTES_MAX: usize = 4096;
-/// Steps one match of a filter's regular expression may take (backtracking), so that a
-/// pathological pattern costs a bounded time per name.
-pub const FILTER_REGEX_STEPS_MAX: usize = 100_000;
-/// Memory the compiled regular expression may use.
-const FILTER_REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
-/// Matching time a call may spend at once, and how fast that budget refills: a filter may use
-/// a tenth of a core on average, in bursts of up to a second. A call that spends it fails.
-const MATCH_BUDGET: Duration = Duration::from_secs(1);
-const MATCH_REFILL_PER_S: Duration = Duration::from_millis(100);
-
 /// A filter from a request. Its regular expression is compiled on the blocking pool (with its
 /// size bounded first), never on a runtime worker.
 pub async fn filter(
     options: Option<wire::read_req::options::FilterOption>,
 ) -> Result<WireFilter, Status> {
-    let regex_bytes = match &options {
+    let regex = match &options {
         Some(wire::read_req::options::FilterOption::Filter(f)) => match &f.filter {
             Some(
                 filter_options::Filter::StreamIdentifier(e) | filter_options::Filter::EventType(e),
-            ) => e.regex.len(),
-            None => 0,
+            ) => e.regex.as_str(),
+            None => "",
         },
-        _ => 0,
+        _ => "",
     };
-    if regex_bytes > FILTER_REGEX_BYTES_MAX {
-        return Err(errors::from_engine(&crate::Error::LimitExceeded {
-            what: crate::Limit::FilterRegexBytes,
-            limit: FILTER_REGEX_BYTES_MAX as u64,
-            actual: regex_bytes as u64,
-        }));
-    }
-    if regex_bytes == 0 {
+    name_filter::check_regex_size(regex).map_err(|e| errors::from_engine(&e))?;
+    if regex.is_empty() {
         return filter_now(options);
     }
     tokio::task::spawn_blocking(move || filter_now(options))
@@ -284,9 +266,9 @@ fn filter_now(
     };
     let checkpoint_interval =
         window.saturating_mul(u64::from(f.checkpoint_interval_multiplier.max(1)));
-    let (on_stream, expression) = match f.filter {
-        Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
-        Some(filter_options::Filter::EventType(e)) => (false, e),
+    let (subject, expression) = match f.filter {
+        Some(filter_options::Filter::StreamIdentifier(e)) => (Subject::StreamName, e),
+        Some(filter_options::Filter::EventType(e)) => (Subject::EventType, e),
         None => {
             return Ok(WireFilter {
                 checkpoint_interval,
@@ -294,92 +276,40 @@ fn filter_now(
             });
         }
     };
-    let rule = if !expression.regex.is_empty() {
-        let regex = fancy_regex::RegexBuilder::new(&expression.regex)
-            .backtrack_limit(FILTER_REGEX_STEPS_MAX)
-            .delegate_size_limit(FILTER_REGEX_COMPILED_BYTES_MAX)
-            .delegate_dfa_size_limit(FILTER_REGEX_COMPILED_BYTES_MAX)
-            .build()
-            .map_err(|e| {
-                errors::invalid_argument(format!("filter regex '{}': {e}", expression.regex))
-            })?;
-        Rule::Regex(regex)
-    } else if !expression.prefix.is_empty() {
-        // One stream prefix is the engine's own filter; anything else is matched here.
-        if on_stream && expression.prefix.len() == 1 {
-            return Ok(WireFilter {
-                filter: Filter {
-                    stream: Some(StreamFilter::Prefix(expression.prefix[0].clone())),
-                    event_types: Vec::new(),
-                },
-                matcher: None,
-                checkpoint_interval,
-            });
-        }
-        Rule::Prefixes(expression.prefix)
-    } else {
-        return Err(errors::invalid_argument(
-            "a filter needs a regex or at least one prefix",
-        ));
-    };
+    // One stream prefix is the engine's own filter; anything else is a name filter.
+    if expression.regex.is_empty() && subject == Subject::StreamName && expression.prefix.len() == 1
+    {
+        return Ok(WireFilter {
+            filter: Filter {
+                stream: Some(StreamFilter::Prefix(expression.prefix[0].clone())),
+                event_types: Vec::new(),
+            },
+            matcher: None,
+            checkpoint_interval,
+        });
+    }
+    let matcher = name_filter_of(subject, expression.regex, expression.prefix)
+        .map_err(|e| errors::from_engine(&e))?;
     Ok(WireFilter {
         filter: Filter::default(),
-        matcher: Some(Arc::new(FilterMatcher {
-            on_stream,
-            rule,
-            budget: parking_lot::Mutex::new(Budget {
-                left: MATCH_BUDGET,
-                at: Instant::now(),
-            }),
-        })),
+        matcher: Some(matcher.into_matcher()),
         checkpoint_interval,
     })
 }
 
-enum Rule {
-    /// .NET `Regex.IsMatch`: a match anywhere in the name (search, not full match).
-    Regex(fancy_regex::Regex),
-    Prefixes(Vec<String>),
-}
-
-struct FilterMatcher {
-    on_stream: bool,
-    rule: Rule,
-    budget: parking_lot::Mutex<Budget>,
-}
-
-/// Matching time left to a call, refilled with time.
-struct Budget {
-    left: Duration,
-    at: Instant,
-}
-
-impl Matcher for FilterMatcher {
-    fn matches(&self, stream: &str, event_type: &str) -> Result<bool, crate::Error> {
-        let subject = if self.on_stream { stream } else { event_type };
-        match &self.rule {
-            Rule::Prefixes(p) => Ok(p.iter().any(|p| subject.starts_with(p.as_str()))),
-            Rule::Regex(r) => {
-                let started = Instant::now();
-                let matched = r.is_match(subject);
-                let spent = started.elapsed();
-                let mut budget = self.budget.lock();
-                let refill = MATCH_REFILL_PER_S.mul_f64(budget.at.elapsed().as_secs_f64());
-                budget.at = Instant::now();
-                budget.left = (budget.left + refill).min(MATCH_BUDGET);
-                let over = crate::Error::LimitExceeded {
-                    what: crate::Limit::FilterRegexSteps,
-                    limit: FILTER_REGEX_STEPS_MAX as u64,
-                    actual: FILTER_REGEX_STEPS_MAX as u64 + 1,
-                };
-                match budget.left.checked_sub(spent) {
-                    Some(left) => budget.left = left,
-                    None => return Err(over),
-                }
-                // A name on which the pattern runs past its step limit fails the call rather
-                // than silently not matching.
-                matched.map_err(|_| over)
-            }
-        }
+/// A regex (when not empty) or a prefix list, as the protocol's filter expressions hold them.
+pub fn name_filter_of(
+    subject: Subject,
+    regex: String,
+    prefixes: Vec<String>,
+) -> Result<NameFilter, crate::Error> {
+    if !regex.is_empty() {
+        NameFilter::regex(subject, &regex)
+    } else if !prefixes.is_empty() {
+        Ok(NameFilter::prefixes(subject, prefixes))
+    } else {
+        Err(crate::Error::InvalidArgument(
+            "a filter needs a regex or at least one prefix".into(),
+        ))
     }
 }

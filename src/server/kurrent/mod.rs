@@ -16,13 +16,15 @@
 //!
 //! - [`streams`]: `event_store.client.streams.Streams` (Read, Append, BatchAppend, Delete,
 //!   Tombstone).
-//! - [`cluster`]: Gossip (one leader member), ServerFeatures, and PersistentSubscriptions.List.
+//! - [`cluster`]: Gossip (one leader member) and ServerFeatures.
+//! - [`persistent`]: PersistentSubscriptions (groups of competing consumers).
 //! - [`convert`]: events, ids, positions and filters between the protocol and the engine.
 //! - [`errors`]: the error contract the clients parse.
 
 mod cluster;
 mod convert;
 mod errors;
+mod persistent;
 mod streams;
 
 pub use streams::PENDING_BATCHES_MAX;
@@ -83,7 +85,7 @@ type FeaturesServer =
     proto::event_store::client::server_features::server_features_server::ServerFeaturesServer<
         cluster::FeaturesService,
     >;
-type PersistentServer = proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer<cluster::PersistentService>;
+type PersistentServer = proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer<persistent::PersistentService>;
 
 /// The adapter's gRPC services.
 pub(crate) struct Services {
@@ -105,6 +107,8 @@ pub(crate) fn services(
             .max_encoding_message_size(limit),
         gossip: GossipServer::new(cluster::GossipService::new(config.clone())),
         features: FeaturesServer::new(cluster::FeaturesService),
-        persistent: PersistentServer::new(cluster::PersistentService),
+        persistent: PersistentServer::new(persistent::PersistentService::new(Arc::clone(service)))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
     }
 }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::settings::{Effective, StartFrom, Strategy};
 use super::{
-    ConsumerStats, GroupFilter, GroupInfo, GroupKey, GroupSource, NackAction, PARKED_EVENT_TYPE,
+    CompiledFilter, ConsumerStats, GroupInfo, GroupKey, GroupSource, NackAction, PARKED_EVENT_TYPE,
     ParkedEntry, is_bookkeeping,
 };
 use crate::error::{Error, Result};
@@ -146,7 +146,7 @@ pub(crate) struct Start {
     pub key: GroupKey,
     pub id: String,
     pub settings: Effective,
-    pub filter: GroupFilter,
+    pub filter: CompiledFilter,
     /// Creation resolved `End` to this sequence.
     pub resolved_start: u64,
 }
@@ -156,7 +156,7 @@ pub(crate) struct Group {
     key: GroupKey,
     id: String,
     s: Effective,
-    filter: GroupFilter,
+    filter: CompiledFilter,
     rx: mpsc::Receiver<Cmd>,
     commits: watch::Receiver<u64>,
     tasks: JoinSet<Done>,
@@ -712,12 +712,13 @@ impl Group {
                     let events = slice
                         .events
                         .into_iter()
-                        .filter(|e| {
-                            !is_bookkeeping(e.stream())
-                                && e.stream() != parked
-                                && filter.matches(e.stream(), e.event_type())
+                        .filter(|e| !is_bookkeeping(e.stream()) && e.stream() != parked)
+                        .filter_map(|e| match filter.matches(e.stream(), e.event_type()) {
+                            Ok(true) => Some(Ok(e)),
+                            Ok(false) => None,
+                            Err(err) => Some(Err(err)),
                         })
-                        .collect();
+                        .collect::<Result<Vec<_>>>()?;
                     Ok(ReadPage {
                         events,
                         next,

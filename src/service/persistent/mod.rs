@@ -24,7 +24,7 @@ use uuid::Uuid;
 pub use self::group::Delivery;
 use self::group::{Cmd, Group, Start};
 pub use self::settings::{GroupSettings, StartFrom, Strategy};
-use super::{ALL_STREAM, Access, Principal, Service, blocking};
+use super::{ALL_STREAM, Access, Matcher, Principal, Service, blocking};
 use crate::error::{Error, Result};
 use crate::types::{
     Direction, EventData, ExpectedRevision, Filter, Revision, StreamAppend, StreamFilter,
@@ -83,6 +83,11 @@ pub struct GroupFilter {
     pub event_types: Vec<String>,
     /// Streams in this category (name up to the first `-`).
     pub category: Option<String>,
+    /// Streams whose name this regular expression matches (anywhere in the name; see
+    /// [`crate::service::name_filter`]).
+    pub stream_regex: Option<String>,
+    /// Events whose type this regular expression matches.
+    pub event_type_regex: Option<String>,
 }
 
 impl GroupFilter {
@@ -102,7 +107,23 @@ impl GroupFilter {
         }
     }
 
-    pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+    /// Compiles the regular expressions; refuses a bad or oversized one.
+    pub fn compile(&self) -> Result<CompiledFilter> {
+        use super::name_filter::{NameFilter, Subject};
+        let compile = |subject, pattern: &Option<String>| -> Result<Option<Arc<dyn Matcher>>> {
+            pattern
+                .as_deref()
+                .map(|p| NameFilter::regex(subject, p).map(NameFilter::into_matcher))
+                .transpose()
+        };
+        Ok(CompiledFilter {
+            stream_regex: compile(Subject::StreamName, &self.stream_regex)?,
+            event_type_regex: compile(Subject::EventType, &self.event_type_regex)?,
+            filter: self.clone(),
+        })
+    }
+
+    fn matches_plain(&self, stream: &str, event_type: &str) -> bool {
         (self.stream_prefixes.is_empty()
             || self
                 .stream_prefixes
@@ -118,6 +139,37 @@ impl GroupFilter {
                 .category
                 .as_ref()
                 .is_none_or(|c| crate::types::category_of(stream) == c)
+    }
+}
+
+/// A [`GroupFilter`] with its regular expressions compiled.
+#[derive(Clone)]
+pub struct CompiledFilter {
+    filter: GroupFilter,
+    stream_regex: Option<Arc<dyn Matcher>>,
+    event_type_regex: Option<Arc<dyn Matcher>>,
+}
+
+impl CompiledFilter {
+    /// The part the engine's own filter expresses.
+    pub(crate) fn engine_filter(&self) -> Filter {
+        self.filter.engine_filter()
+    }
+
+    /// Whether an event passes. An `Err` is a regular expression past its matching budget.
+    pub fn matches(&self, stream: &str, event_type: &str) -> Result<bool> {
+        if !self.filter.matches_plain(stream, event_type) {
+            return Ok(false);
+        }
+        for m in [&self.stream_regex, &self.event_type_regex]
+            .into_iter()
+            .flatten()
+        {
+            if !m.matches(stream, event_type)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -398,6 +450,8 @@ impl Service {
 
     async fn spawn_group(self: &Arc<Self>, record: &GroupRecord) -> Result<mpsc::Sender<Cmd>> {
         let settings = record.settings.effective()?;
+        let f = record.filter.clone();
+        let filter = blocking(move || f.compile()).await?;
         let store = Arc::clone(&self.store);
         let source = checkpoint_source_of(&record.id);
         let checkpoint = blocking(move || store.tracking(&source))
@@ -409,7 +463,7 @@ impl Service {
                 key: record.key(),
                 id: record.id.clone(),
                 settings,
-                filter: record.filter.clone(),
+                filter,
                 resolved_start: record.resolved_start,
             },
             checkpoint,
@@ -444,6 +498,8 @@ impl Service {
             ));
         }
         settings.effective()?;
+        let f = filter.clone();
+        blocking(move || f.compile().map(drop)).await?;
         let mut registry = self.groups.registry.lock().await;
         if registry.records.iter().any(|r| r.key() == key) {
             return Err(Error::GroupExists {
@@ -489,6 +545,9 @@ impl Service {
     ) -> Result<()> {
         self.authorize_source(who, &key.source)?;
         settings.effective()?;
+        if let Some(f) = filter.clone() {
+            blocking(move || f.compile().map(drop)).await?;
+        }
         let mut registry = self.groups.registry.lock().await;
         let Some(at) = registry.records.iter().position(|r| r.key() == key) else {
             return Err(not_found(&key));
