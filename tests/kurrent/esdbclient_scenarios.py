@@ -41,6 +41,8 @@ from esdbclient import (
     StreamState,
 )
 from esdbclient.exceptions import (
+    AlreadyExists,
+    MaximumSubscriptionsReached,
     FailedPrecondition,
     GrpcDeadlineExceeded,
     MaximumAppendSizeExceededError,
@@ -1562,12 +1564,243 @@ def scenario_batch_append_limits_and_empty():
 
 
 def scenario_list_subscriptions():
-    """Persistent subscriptions: none exist (NOT_FOUND reads as an empty list)."""
-    eq(client.list_subscriptions(timeout=CALL_TIMEOUT), [], "list_subscriptions")
+    """Persistent subscriptions on a stream with none: NOT_FOUND reads as an empty list."""
     eq(
         client.list_subscriptions_to_stream(name("any"), timeout=CALL_TIMEOUT),
         [],
         "list_subscriptions_to_stream",
+    )
+
+
+def next_events(sub, n, what):
+    """The next n events of a persistent subscription (each has a retry count)."""
+    got = []
+    for event in sub:
+        got.append(event)
+        if len(got) == n:
+            return got
+    raise AssertionError(f"{what}: the subscription ended after {describe_all(got)}")
+
+
+def wait_info(group, stream, check, what):
+    """Polls the group's info until check(info) holds (checkpoints and parking are async)."""
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while True:
+        info = client.get_subscription_info(group, stream, timeout=CALL_TIMEOUT)
+        if check(info):
+            return info
+        assert time.monotonic() < deadline, f"{what}: never held; last info {info}"
+        time.sleep(0.05)
+
+
+def scenario_persistent_stream():
+    """A persistent subscription on a stream: create (twice: AlreadyExists), read with ack,
+    nack retry (retry count 1), unknown (= retry), skip and park, replay parked, info echoing the
+    settings and counting parked events, update (drops the consumer, keeps the checkpoint),
+    delete (NotFound after)."""
+    s = name("ps-stream")
+    written = [ev("Job") for _ in range(5)]
+    client.append_to_stream(s, current_version=NO_STREAM, events=written)
+    group = f"g-{RUN}"
+    client.create_subscription_to_stream(
+        group,
+        s,
+        consumer_strategy="RoundRobin",
+        max_retry_count=4,
+        min_checkpoint_count=1,
+        max_checkpoint_count=1,
+        checkpoint_after=0.1,
+        read_batch_size=5,
+        history_buffer_size=50,
+        message_timeout=20.0,
+        timeout=CALL_TIMEOUT,
+    )
+    raises(
+        AlreadyExists,
+        lambda: client.create_subscription_to_stream(group, s, timeout=CALL_TIMEOUT),
+        "create twice",
+    )
+    info = client.get_subscription_info(group, s, timeout=CALL_TIMEOUT)
+    eq(info.group_name, group, "group_name")
+    eq(info.event_source, s, "event_source")
+    eq(info.consumer_strategy, "RoundRobin", "consumer_strategy")
+    eq(info.max_retry_count, 4, "max_retry_count")
+    eq(info.read_batch_size, 5, "read_batch_size")
+    eq(info.history_buffer_size, 50, "history_buffer_size")
+    eq(info.message_timeout, 20.0, "message_timeout")
+    eq(info.start_from, "0", "start_from")
+    eq(info.last_known_event_position, "4", "last_known_event_position")
+
+    sub = client.read_subscription_to_stream(group, s, max_ack_delay=0.01, timeout=SUB_TIMEOUT)
+    got = next_events(sub, 5, "history")
+    eq([e.id for e in got], [w.id for w in written], "ids in order")
+    eq([e.data for e in got], [w.data for w in written], "data")
+    eq([e.stream_position for e in got], list(range(5)), "revisions")
+    eq([e.retry_count for e in got], [0] * 5, "first deliveries")
+    sub.ack(got[0])
+    sub.ack(got[1])
+    sub.nack(got[2], action="retry")
+    sub.nack(got[3], action="skip")
+    sub.nack(got[4], action="park")
+    again = next_events(sub, 1, "retried")[0]
+    eq((again.id, again.retry_count), (got[2].id, 1), "a retried event and its retry count")
+    sub.nack(again, action="unknown")
+    again = next_events(sub, 1, "retried again")[0]
+    eq((again.id, again.retry_count), (got[2].id, 2), "unknown is a retry")
+    sub.ack(again)
+    info = wait_info(group, s, lambda i: i.parked_message_count == 1, "one parked event")
+    client.replay_parked_events(group, s, timeout=CALL_TIMEOUT)
+    replayed = next_events(sub, 1, "replayed")[0]
+    eq(replayed.id, got[4].id, "the parked event comes back")
+    sub.ack(replayed)
+    info = wait_info(
+        group, s, lambda i: i.last_checkpointed_event_position == "4", "checkpoint at 4"
+    )
+
+    # Update: the consumer is dropped; a new one resumes after the checkpoint.
+    client.update_subscription_to_stream(group, s, max_retry_count=6, timeout=CALL_TIMEOUT)
+    try:
+        for e in sub:
+            raise AssertionError(f"an event after the update: {describe(e)}")
+    except AssertionError:
+        raise
+    except Exception:
+        pass  # dropped, as KurrentDB drops consumers on update
+    eq(
+        client.get_subscription_info(group, s, timeout=CALL_TIMEOUT).max_retry_count,
+        6,
+        "updated setting",
+    )
+    more = ev("Job")
+    client.append_to_stream(s, current_version=4, events=[more])
+    sub = client.read_subscription_to_stream(group, s, timeout=SUB_TIMEOUT)
+    first = next_events(sub, 1, "after update")[0]
+    eq(first.id, more.id, "resumes strictly after the checkpoint, not from 0")
+    sub.ack(first)
+    sub.stop()
+
+    listed = client.list_subscriptions_to_stream(s, timeout=CALL_TIMEOUT)
+    eq([i.group_name for i in listed], [group], "list for the stream")
+    assert group in [i.group_name for i in client.list_subscriptions(timeout=CALL_TIMEOUT)]
+    client.delete_subscription(group, s, timeout=CALL_TIMEOUT)
+    raises(
+        NotFound,
+        lambda: client.get_subscription_info(group, s, timeout=CALL_TIMEOUT),
+        "info after delete",
+    )
+    raises(
+        NotFound,
+        lambda: client.delete_subscription(group, s, timeout=CALL_TIMEOUT),
+        "delete twice",
+    )
+
+
+def scenario_persistent_timeouts():
+    """Message timeout with event buffer size 1 (redelivered with retry counts 1..3, then
+    parked at max retry count 3) and 10 (every unacked event comes back once)."""
+    s = name("ps-slow")
+    written = [ev("Slow") for _ in range(2)]
+    client.append_to_stream(s, current_version=NO_STREAM, events=written)
+    group = f"slow-{RUN}"
+    client.create_subscription_to_stream(
+        group, s, message_timeout=0.3, max_retry_count=3, timeout=CALL_TIMEOUT
+    )
+    sub = client.read_subscription_to_stream(
+        group, s, event_buffer_size=1, max_ack_delay=0.01, timeout=SUB_TIMEOUT
+    )
+    tries = next_events(sub, 4, "redeliveries")
+    eq([e.id for e in tries], [written[0].id] * 4, "the same event each time")
+    eq([e.retry_count for e in tries], [0, 1, 2, 3], "retry counts")
+    after = next_events(sub, 1, "after parking")[0]
+    eq((after.id, after.retry_count), (written[1].id, 0), "the next event once parked")
+    sub.ack(after)
+    wait_info(group, s, lambda i: i.parked_message_count == 1, "parked at max retries")
+    sub.stop()
+
+    s = name("ps-slow10")
+    written = [ev("Slow") for _ in range(10)]
+    client.append_to_stream(s, current_version=NO_STREAM, events=written)
+    client.create_subscription_to_stream(
+        group, s, message_timeout=0.3, max_retry_count=3, timeout=CALL_TIMEOUT
+    )
+    sub = client.read_subscription_to_stream(
+        group, s, event_buffer_size=10, max_ack_delay=0.01, timeout=SUB_TIMEOUT
+    )
+    got = next_events(sub, 10, "ten at once")
+    eq([e.id for e in got], [w.id for w in written], "all ten")
+    for e in got[::2]:
+        sub.ack(e)
+    back = next_events(sub, 5, "the unacked ones")
+    eq(sorted(str(e.id) for e in back), sorted(str(e.id) for e in got[1::2]), "redelivered")
+    eq({e.retry_count for e in back}, {1}, "once each")
+    for e in back:
+        sub.ack(e)
+    sub.stop()
+
+
+def scenario_persistent_all():
+    """A persistent subscription on $all: esdbclient's default filter (a regex excluding
+    system events), a stream-name include filter, the maximum subscriber count, strategies by
+    name (PinnedByCorrelation; an unknown one is refused)."""
+    position = last_position()
+    tag = name("ps-all")
+    written = [ev("AllThing") for _ in range(3)]
+    client.append_to_stream(tag + "-a", current_version=NO_STREAM, events=written[:2])
+    client.append_to_stream(tag + "-b", current_version=NO_STREAM, events=written[2:])
+    client.set_stream_metadata(tag + "-a", metadata={"k": 1}, current_version=ANY)
+    group = f"all-{RUN}"
+    client.create_subscription_to_all(
+        group,
+        commit_position=position + 1,
+        max_subscriber_count=1,
+        consumer_strategy="PinnedByCorrelation",
+        timeout=CALL_TIMEOUT,
+    )
+    raises(
+        AlreadyExists,
+        lambda: client.create_subscription_to_all(group, timeout=CALL_TIMEOUT),
+        "create on $all twice",
+    )
+    info = client.get_subscription_info(group, timeout=CALL_TIMEOUT)
+    eq(info.event_source, "$all", "event_source")
+    eq(info.consumer_strategy, "PinnedByCorrelation", "strategy by name")
+    eq(info.start_from, f"C:{position + 1}/P:{position + 1}", "start_from")
+    sub = client.read_subscription_to_all(group, max_ack_delay=0.01, timeout=SUB_TIMEOUT)
+    got = next_events(sub, 3, "$all history")
+    # The default filter hides $metadata (a system event type).
+    eq([e.id for e in got], [w.id for w in written], "user events only, in log order")
+    for e in got:
+        sub.ack(e)
+    raises(
+        MaximumSubscriptionsReached,
+        lambda: next_events(
+            client.read_subscription_to_all(group, timeout=SUB_TIMEOUT), 1, "second"
+        ),
+        "a second consumer over the maximum",
+    )
+    sub.stop()
+    client.delete_subscription(group, timeout=CALL_TIMEOUT)
+
+    group = f"all-inc-{RUN}"
+    client.create_subscription_to_all(
+        group,
+        filter_include=[tag + "-b"],
+        filter_by_stream_name=True,
+        timeout=CALL_TIMEOUT,
+    )
+    sub = client.read_subscription_to_all(group, max_ack_delay=0.01, timeout=SUB_TIMEOUT)
+    got = next_events(sub, 1, "included stream")
+    eq(got[0].id, written[2].id, "only the included stream")
+    sub.ack(got[0])
+    sub.stop()
+    client.delete_subscription(group, timeout=CALL_TIMEOUT)
+
+    raises(
+        Exception,
+        lambda: client.create_subscription_to_all(
+            f"bad-{RUN}", consumer_strategy="Nope", timeout=CALL_TIMEOUT
+        ),
+        "an unknown strategy",
     )
 
 
@@ -1590,6 +1823,9 @@ SCENARIOS = [
     scenario_delete_by_metadata,
     scenario_batch_append_limits_and_empty,
     scenario_list_subscriptions,
+    scenario_persistent_stream,
+    scenario_persistent_timeouts,
+    scenario_persistent_all,
 ]
 
 
