@@ -338,3 +338,197 @@ async fn all_groups_start_at_end_and_respect_max_subscribers_and_validation() {
     let (e, _) = next(&mut c).await;
     assert_eq!(e.stream(), "b-1", "only events committed after creation");
 }
+
+/// Everything `c` receives until it is quiet for `wait`.
+async fn drain(c: &mut GroupConsumer, wait: Duration) -> Vec<statestore::RecordedEvent> {
+    let mut got = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(wait, c.rx.recv()).await {
+        match d {
+            Delivery::Event { event, .. } => got.push(event),
+            Delivery::Dropped(e) => panic!("dropped: {e}"),
+        }
+    }
+    got
+}
+
+fn all_key(group: &str) -> GroupKey {
+    GroupKey {
+        source: GroupSource::All,
+        group: group.into(),
+    }
+}
+
+async fn consumers(
+    service: &Arc<Service>,
+    k: &GroupKey,
+    buffer: usize,
+) -> (GroupConsumer, GroupConsumer) {
+    let a = service
+        .consume(&Principal::Open, k.clone(), "a".into(), buffer)
+        .await
+        .unwrap();
+    let b = service
+        .consume(&Principal::Open, k.clone(), "b".into(), buffer)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// KeyOrdered: at most one event in flight per stream, in stream order, whoever holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ordered_keeps_one_event_in_flight_per_stream() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path(), config()).unwrap());
+    for n in 0..4 {
+        append(&store, "ko-a", n, n + 1);
+        append(&store, "ko-b", 100 + n, 101 + n);
+    }
+    let (service, _stop) = start(&store).await;
+    let k = all_key("ko");
+    let s = GroupSettings {
+        consumer_strategy: Some("KeyOrdered".into()),
+        ..settings()
+    };
+    service
+        .create_group(&Principal::Open, k.clone(), s, Default::default())
+        .await
+        .unwrap();
+    let (mut a, mut b) = consumers(&service, &k, 10).await;
+    let mut order: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    let mut delivered = 0;
+    while delivered < 8 {
+        // Whatever is in flight now: exactly one per stream with events left, never two.
+        let in_a = drain(&mut a, Duration::from_millis(150)).await;
+        let in_b = drain(&mut b, Duration::from_millis(50)).await;
+        let mut streams: Vec<&str> = in_a.iter().chain(&in_b).map(|e| e.stream()).collect();
+        streams.sort_unstable();
+        let before = streams.len();
+        streams.dedup();
+        assert_eq!(
+            streams.len(),
+            before,
+            "two events of one stream in flight at once"
+        );
+        assert!(before > 0, "nothing delivered with {delivered} of 8 done");
+        for (c, events) in [(&a, &in_a), (&b, &in_b)] {
+            for e in events.iter() {
+                order
+                    .entry(e.stream().to_string())
+                    .or_default()
+                    .push(e.revision.0);
+                delivered += 1;
+            }
+            c.ack(events.iter().map(|e| e.id).collect()).await.unwrap();
+        }
+    }
+    assert_eq!(order["ko-a"], vec![0, 1, 2, 3], "stream order");
+    assert_eq!(order["ko-b"], vec![0, 1, 2, 3], "stream order");
+}
+
+/// Pinned: every event of a stream goes to one consumer; DispatchToSingle: to the first
+/// consumer while it has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_and_dispatch_to_single_choose_consumers() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path(), config()).unwrap());
+    let (service, _stop) = start(&store).await;
+    let pinned = all_key("pinned");
+    let single = all_key("single");
+    for (k, strategy) in [(&pinned, "Pinned"), (&single, "DispatchToSingle")] {
+        let s = GroupSettings {
+            consumer_strategy: Some(strategy.into()),
+            start_from: Some(StartFrom::End),
+            ..settings()
+        };
+        service
+            .create_group(&Principal::Open, k.clone(), s, Default::default())
+            .await
+            .unwrap();
+    }
+    let (mut pa, mut pb) = consumers(&service, &pinned, 1000).await;
+    let (mut sa, mut sb) = consumers(&service, &single, 1000).await;
+    for round in 0..3 {
+        for s in 0..20 {
+            append(
+                &store,
+                &format!("pin-{s}"),
+                round * 100 + s,
+                round * 100 + s + 1,
+            );
+        }
+    }
+    let got_a = drain(&mut pa, Duration::from_millis(300)).await;
+    let got_b = drain(&mut pb, Duration::from_millis(50)).await;
+    assert_eq!(got_a.len() + got_b.len(), 60, "every event once");
+    let of = |events: &[statestore::RecordedEvent]| {
+        events
+            .iter()
+            .map(|e| e.stream().to_string())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (streams_a, streams_b) = (of(&got_a), of(&got_b));
+    assert!(
+        streams_a.is_disjoint(&streams_b),
+        "a stream's events went to both consumers: {:?}",
+        streams_a.intersection(&streams_b).collect::<Vec<_>>()
+    );
+    assert!(
+        !streams_a.is_empty() && !streams_b.is_empty(),
+        "20 streams over 2 consumers"
+    );
+
+    let to_a = drain(&mut sa, Duration::from_millis(300)).await;
+    quiet(&mut sb, Duration::from_millis(50)).await;
+    assert_eq!(
+        to_a.len(),
+        60,
+        "DispatchToSingle: all to the first consumer while it has room"
+    );
+}
+
+/// A checkpoint on events since removed (truncated) resumes at the next event that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_on_removed_events_resumes_at_the_next_event() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path(), config()).unwrap());
+    append(&store, "t", 0, 10);
+    let k = key("t", "g");
+    {
+        let (service, _stop) = start(&store).await;
+        service
+            .create_group(&Principal::Open, k.clone(), settings(), Default::default())
+            .await
+            .unwrap();
+        let mut c = service
+            .consume(&Principal::Open, k.clone(), "c".into(), 4)
+            .await
+            .unwrap();
+        for want in 0..4 {
+            let (e, _) = next(&mut c).await;
+            assert_eq!(e.revision.0, want);
+            c.ack(vec![e.id]).await.unwrap();
+        }
+        wait_for(&service, &k, |i| i.checkpoint == Some(3)).await;
+        drop(c);
+        service.stop_groups().await;
+    }
+    // Revisions 4..7 go (truncate before 8): the checkpoint (3) now points into a gap.
+    let metadata = statestore::StreamMetadata {
+        truncate_before: Some(statestore::Revision(8)),
+        ..Default::default()
+    };
+    store
+        .set_stream_metadata("t", ExpectedRevision::Any, metadata)
+        .unwrap();
+    let (service, _stop) = start(&store).await;
+    let mut c = service
+        .consume(&Principal::Open, k.clone(), "c".into(), 10)
+        .await
+        .unwrap();
+    let got: Vec<u64> = drain(&mut c, Duration::from_millis(300))
+        .await
+        .iter()
+        .map(|e| e.revision.0)
+        .collect();
+    assert_eq!(got, vec![8, 9]);
+}

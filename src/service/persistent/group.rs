@@ -28,7 +28,7 @@ use super::{
     ParkedEntry, is_bookkeeping,
 };
 use crate::error::{Error, Result};
-use crate::service::{Principal, Service, blocking};
+use crate::service::{Principal, Service, blocking, wire_bytes};
 use crate::types::{
     Direction, EventData, ExpectedRevision, Position, RecordedEvent, Revision, StreamAppend,
 };
@@ -52,6 +52,10 @@ pub enum Delivery {
     /// The group dropped the consumer (update, delete, restart, shutdown).
     Dropped(Error),
 }
+
+/// Most bytes of events a group holds (waiting and in flight) from its source, whatever its
+/// buffer sizes: 64 MiB, or one event when a single one is larger.
+pub const HELD_BYTES_MAX: usize = 64 << 20;
 
 pub(crate) enum Cmd {
     Connect {
@@ -174,6 +178,8 @@ pub(crate) struct Group {
     in_flight: usize,
     delayed: usize,
     normal_held: usize,
+    /// Bytes of the events counted by `normal_held`.
+    normal_bytes: usize,
 
     next_read: u64,
     reading: bool,
@@ -252,6 +258,7 @@ impl Group {
             in_flight: 0,
             delayed: 0,
             normal_held: 0,
+            normal_bytes: 0,
             next_read,
             reading: false,
             caught_up: false,
@@ -484,6 +491,7 @@ impl Group {
         }
         if key.0 == NORMAL {
             self.normal_held -= 1;
+            self.normal_bytes -= wire_bytes(&slot.event);
             self.resolved_since_checkpoint += 1;
         }
         self.maybe_finish_replay();
@@ -671,7 +679,10 @@ impl Group {
         } else {
             self.s.history_buffer_size
         };
-        if self.normal_held >= cap {
+        // And bytes: a group holds at most HELD_BYTES_MAX of events (or one event, however
+        // large), whatever its buffer sizes say.
+        if self.normal_held >= cap || (self.normal_held > 0 && self.normal_bytes >= HELD_BYTES_MAX)
+        {
             return;
         }
         let want = self.s.read_batch_size.min(cap - self.normal_held).max(1) as u64;
@@ -794,6 +805,7 @@ impl Group {
         }
         if key.0 == NORMAL {
             self.normal_held -= 1;
+            self.normal_bytes -= wire_bytes(&slot.event);
             self.resolved_since_checkpoint += 1;
         }
         self.maybe_finish_replay();
@@ -839,6 +851,7 @@ impl Group {
             return;
         }
         self.by_id.entry(event.id).or_default().push(key);
+        let bytes = wire_bytes(&event);
         self.slots.insert(
             key,
             Slot {
@@ -850,6 +863,7 @@ impl Group {
         );
         if lane == NORMAL {
             self.normal_held += 1;
+            self.normal_bytes += bytes;
         }
         let prio = u8::from(retries == 0 && lane == NORMAL);
         self.ready.insert((prio, lane, seq));
