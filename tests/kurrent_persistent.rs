@@ -686,3 +686,123 @@ async fn strategies_are_stored_and_features_are_advertised() {
         .expect("list");
     assert_eq!(listed.len(), 3, "groups survive a subsystem restart");
 }
+
+/// The raw protocol with structured UUIDs (two i64 halves), which clients other than the Rust
+/// and Python ones ask for: event ids come back structured, and acks and nacks by structured
+/// id resolve them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_uuids_in_deliveries_acks_and_nacks() {
+    use statestore::server::kurrent::proto::event_store::client::persistent_subscriptions as ps;
+    use statestore::server::kurrent::proto::event_store::client::{
+        StreamIdentifier, Uuid as WireUuid, uuid,
+    };
+    let fx = start().await;
+    append(&fx.client, "raw-1", 0..2).await;
+    within(
+        "create",
+        fx.client
+            .create_persistent_subscription("raw-1", "g", &from_start()),
+    )
+    .await
+    .expect("create");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", fx._server.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(ps::ReadReq {
+        content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+            stream_option: Some(ps::read_req::options::StreamOption::StreamIdentifier(
+                StreamIdentifier {
+                    stream_name: "raw-1".into(),
+                },
+            )),
+            group_name: "g".into(),
+            buffer_size: 10,
+            uuid_option: Some(ps::read_req::options::UuidOption {
+                content: Some(ps::read_req::options::uuid_option::Content::Structured(
+                    Default::default(),
+                )),
+            }),
+        })),
+    })
+    .await
+    .expect("send options");
+    let path = http::uri::PathAndQuery::from_static(
+        "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Read",
+    );
+    let mut replies = within(
+        "read",
+        grpc.streaming::<_, ps::ReadReq, ps::ReadResp, _>(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            path,
+            tonic_prost::ProstCodec::default(),
+        ),
+    )
+    .await
+    .expect("read")
+    .into_inner();
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let reply = within("reply", replies.message())
+            .await
+            .expect("reply")
+            .expect("a reply");
+        match reply.content {
+            Some(ps::read_resp::Content::SubscriptionConfirmation(c)) => {
+                assert_eq!(c.subscription_id, "raw-1::g");
+            }
+            Some(ps::read_resp::Content::Event(e)) => {
+                let id = e.event.expect("event").id.expect("id");
+                let Some(uuid::Value::Structured(s)) = &id.value else {
+                    panic!("asked for structured ids, got {id:?}");
+                };
+                let n = ids.len() as u64;
+                assert_eq!(
+                    Uuid::from_u64_pair(
+                        s.most_significant_bits as u64,
+                        s.least_significant_bits as u64
+                    ),
+                    common::id(n)
+                );
+                ids.push(id);
+            }
+            None => panic!("an empty reply"),
+        }
+    }
+    let first: WireUuid = ids[0].clone();
+    tx.send(ps::ReadReq {
+        content: Some(ps::read_req::Content::Ack(ps::read_req::Ack {
+            id: Default::default(),
+            ids: vec![first],
+        })),
+    })
+    .await
+    .expect("ack");
+    tx.send(ps::ReadReq {
+        content: Some(ps::read_req::Content::Nack(ps::read_req::Nack {
+            id: Default::default(),
+            ids: vec![ids[1].clone()],
+            action: ps::read_req::nack::Action::Park as i32,
+            reason: "structured park".into(),
+        })),
+    })
+    .await
+    .expect("nack");
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let info = fx
+            .client
+            .get_persistent_subscription_info("raw-1", "g", &Default::default())
+            .await
+            .expect("info");
+        if info.stats.parked_message_count == 1 && info.stats.total_in_flight_messages == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
