@@ -194,6 +194,8 @@ pub enum Limit {
     BufferedBytes,
     /// Bytes of the principal recorded with an append.
     PrincipalBytes,
+    /// Persistent-subscription groups on the server.
+    PersistentGroups,
 }
 
 impl Limit {
@@ -222,6 +224,7 @@ impl Limit {
             Limit::MetadataHistory => "metadata_history",
             Limit::BufferedBytes => "buffered_bytes",
             Limit::PrincipalBytes => "principal_bytes",
+            Limit::PersistentGroups => "persistent_groups",
         }
     }
 
@@ -252,6 +255,7 @@ impl Limit {
             Limit::MetadataHistory => "metadata versions per read",
             Limit::BufferedBytes => "bytes buffered for slow clients (this one stopped reading)",
             Limit::PrincipalBytes => "bytes of the principal recorded with an append",
+            Limit::PersistentGroups => "persistent subscription groups",
         }
     }
 

@@ -38,6 +38,9 @@ pub const CONFIG_EVENT_TYPE: &str = "$PersistentConfig";
 pub const PARKED_EVENT_TYPE: &str = "$parked";
 /// Group names: 1 to 256 bytes.
 pub const GROUP_NAME_BYTES_MAX: usize = 256;
+/// Groups on one server: each is a task with its own buffer, and all their definitions are
+/// one record.
+pub const GROUPS_MAX: usize = 1000;
 
 /// Where a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -505,6 +508,13 @@ impl Service {
             return Err(Error::GroupExists {
                 source_name: key.source.name().to_string(),
                 group: key.group,
+            });
+        }
+        if registry.records.len() >= GROUPS_MAX {
+            return Err(Error::LimitExceeded {
+                what: crate::error::Limit::PersistentGroups,
+                limit: GROUPS_MAX as u64,
+                actual: registry.records.len() as u64 + 1,
             });
         }
         let resolved_start = match &key.source {
