@@ -33,7 +33,8 @@
 //! - **Deterministic ids.** An output's id is derived from its input's id, so a resent commit
 //!   is recognised by the server as a retry and answered with the original result.
 //!
-//! A server that is down or restarting (`UNAVAILABLE`) is retried every 200 ms. `--once`
+//! A server that is down or restarting (`UNAVAILABLE`, or `UNKNOWN` for a connection that
+//! broke) is retried every 200 ms. `--once`
 //! stops when the subscription has caught up with the log, instead of following it live.
 
 use std::collections::HashMap;
@@ -117,7 +118,11 @@ impl From<Status> for Stop {
                 Code::FailedPrecondition,
                 Some("TRACKING_CONFLICT" | "TRACKING_NOT_INCREASING" | "WRONG_EXPECTED_REVISION"),
             )
-            | (Code::Unavailable, _) => Stop::Restart(format!("{:?}: {}", s.code(), s.message())),
+            // The server is down or restarting; tonic reports a connection that broke
+            // mid-call as UNKNOWN.
+            | (Code::Unavailable | Code::Unknown, _) => {
+                Stop::Restart(format!("{:?}: {}", s.code(), s.message()))
+            }
             _ => Stop::Fatal(s.into()),
         }
     }
