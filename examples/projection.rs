@@ -30,12 +30,16 @@
 //!   instance of the same projection, or a stale one, gets `TRACKING_CONFLICT`,
 //!   `TRACKING_NOT_INCREASING` or `WRONG_EXPECTED_REVISION` and writes nothing; it then
 //!   re-reads the stored position and state and carries on from there.
-//! - **Deterministic ids.** An output's id is derived from its input's id, so a resent commit
-//!   is recognised by the server as a retry and answered with the original result.
+//! - **Deterministic ids.** An output's id is derived from its input's id (a fixed XOR, so
+//!   distinct inputs give distinct ids): a commit sent again after a lost answer is recognised
+//!   as a retry and answered with the original result, and an output written a second time by
+//!   mistake is refused (`IDEMPOTENCY_CONFLICT`) rather than stored twice.
 //!
-//! A server that is down or restarting (`UNAVAILABLE`, or `UNKNOWN` for a connection that
-//! broke) is retried every 200 ms. `--once`
-//! stops when the subscription has caught up with the log, instead of following it live.
+//! Filtered subscriptions also send checkpoints (positions scanned past non-matching events);
+//! this projection does not store them, so a restart rescans those events and outputs nothing
+//! for them. A server that is down or restarting (`UNAVAILABLE`, or `UNKNOWN` for a connection
+//! that broke) is retried every 200 ms. `--once` stops when the subscription has caught up with
+//! the log, instead of following it live.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -199,6 +203,9 @@ async fn project(
     inputs: &[RecordedEvent],
     totals: &mut HashMap<String, Totals>,
 ) -> Result<u64, Stop> {
+    let Some(last) = inputs.last() else {
+        return Err(Stop::Fatal("an empty batch of inputs".into()));
+    };
     // One part per output stream, in order of first use, each expecting the stream's revision
     // as last committed. `totals` runs ahead of the store here; if the commit fails the run
     // ends and the cache goes with it.
@@ -243,9 +250,6 @@ async fn project(
         });
         totals.insert(stream, next);
     }
-    let Some(last) = inputs.last() else {
-        return stored.ok_or_else(|| Stop::Restart("an empty first batch".into()));
-    };
     let tracking = proto::Tracking {
         source: args.source.clone(),
         position: last.position,

@@ -1,12 +1,14 @@
 //! The projection example (`examples/projection.rs`) against the real server binary: inputs are
 //! appended before and while the projection runs; the projection is killed with SIGKILL at
 //! random moments and restarted, and the server is killed with SIGKILL and restarted on the
-//! same directory; then the projection runs with `--once` to the end. Every stored input must
-//! have exactly one output (none lost, none repeated, the right data and running totals), and
-//! the tracking position must be the last input's position.
+//! same directory; at times two instances run at once; then the projection runs with `--once`
+//! to the end. Every stored input must have exactly one output (none lost, none repeated, the
+//! right data and running totals), and the tracking position must be the last input's position.
 //!
-//! A projection that committed its outputs and its position in separate commits fails this:
-//! a kill between the two repeats outputs at the next start.
+//! A projection that committed its outputs and its position in separate commits fails this
+//! (tried: 8 runs of 8): a kill between the two makes the next start repeat outputs, which the
+//! server refuses as an idempotency conflict (the same ids at later revisions), and the
+//! projection exits; without derived ids, the duplicates would fail the output checks.
 //!
 //! `STATESTORE_PROJECTION_SEED` fixes the seed of the kill delays and inputs.
 
@@ -66,7 +68,12 @@ async fn killed_projection_outputs_every_input_exactly_once() {
         append_inputs(&mut client, &next_input, BACKLOG, seed ^ u64::from(cycle))
             .await
             .expect("the backlog");
-        let mut child = spawn_projection(&projection, &server.url, &proj_log, false);
+        let mut children = vec![spawn_projection(&projection, &server.url, &proj_log, false)];
+        if cycle % 4 == 2 {
+            // A second instance of the same projection: the two race, and the loser of each
+            // commit gets TRACKING_CONFLICT (or WRONG_EXPECTED_REVISION) and re-reads.
+            children.push(spawn_projection(&projection, &server.url, &proj_log, false));
+        }
         // More inputs while the projection runs, until the cycle ends.
         let stop = Arc::new(AtomicBool::new(false));
         let appender = tokio::spawn({
@@ -90,11 +97,13 @@ async fn killed_projection_outputs_every_input_exactly_once() {
             server = Server::start(&data, &log, Some(port)).await;
             tokio::time::sleep(Duration::from_millis(50 + rng.below(200))).await;
         }
-        if let Err(status) = child.kill() {
-            panic!(
-                "cycle {cycle}: the projection exited by itself ({status}); its log:\n{}",
-                std::fs::read_to_string(&proj_log).unwrap_or_default()
-            );
+        for child in &mut children {
+            if let Err(status) = child.kill() {
+                panic!(
+                    "cycle {cycle}: the projection exited by itself ({status}); its log:\n{}",
+                    std::fs::read_to_string(&proj_log).unwrap_or_default()
+                );
+            }
         }
         let mut client = server.client().await;
         eprintln!(
