@@ -1,7 +1,8 @@
 //! The offline tools against stores built here: dump parses back to the stored events, replay
 //! gives the original store cut at a position (or time), compact keeps exactly what a model
 //! says and every read is unchanged by it, a compaction killed at each of its steps leaves the
-//! old store or the new one, and every tool refuses a directory a store holds.
+//! old store or the new one, every tool refuses a directory a store holds, and dump shows
+//! tracking entries as JSON.
 
 mod common;
 
@@ -16,7 +17,7 @@ use statestore::tools::event_json::EventLine;
 use statestore::tools::replay::{ReplayOptions, replay_into_dir, replay_to_lines};
 use statestore::{
     Config, Direction, EventData, ExpectedRevision, Filter, Position, RecordedEvent, Revision,
-    Store, StreamAppend, StreamMetadata,
+    Store, StreamAppend, StreamMetadata, Tracking,
 };
 
 fn config() -> Config {
@@ -733,4 +734,48 @@ fn principals_survive_dump_compaction_and_replay() {
         assert!(expected.contains(row), "{row:?} after compaction");
     }
     assert!(after.contains(&expected[0]) && after.contains(&expected[3]));
+}
+
+#[test]
+fn dump_shows_tracking_entries_with_their_source_and_position() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path(), config()).unwrap();
+    let part = StreamAppend::new("totals-c1", ExpectedRevision::Any, vec![ev(1, "Derived")]);
+    let tracking = |position| {
+        Some(Tracking {
+            source: "projection-order-totals".into(),
+            position,
+            expected: None,
+        })
+    };
+    store.commit(vec![part], tracking(42), "").unwrap();
+    store.commit(Vec::new(), tracking(57), "").unwrap();
+    store.close().unwrap();
+
+    let out = Command::new(BIN)
+        .args(["dump", "--data-dir"])
+        .arg(dir.path())
+        .args(STORE_FLAGS)
+        .args(["--stream", "$tracking-projection-order-totals"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, position) in lines.iter().zip([42, 57]) {
+        assert_eq!(line["type"], "$tracking", "{line}");
+        // The entry's data is JSON, shown as JSON (not base64).
+        assert_eq!(line["data"]["source"], "projection-order-totals", "{line}");
+        assert_eq!(line["data"]["position"], position, "{line}");
+    }
+    // The first commit's output, so that a retry gets its original answer.
+    assert_eq!(lines[0]["data"]["results"][0], serde_json::json!([1, 1, 0]));
 }

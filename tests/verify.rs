@@ -2,7 +2,8 @@
 //! engine: a sound store verifies with the figures that were written; damage in any file (a
 //! covered sealed segment an open would not re-read, a segment header, an index run, the
 //! snapshot log) is reported with its file and byte offset and exit code 1; an index run with
-//! valid checksums but wrong contents is damage; a torn tail is a warning; a held lock is exit 2.
+//! valid checksums but wrong contents is damage; a torn tail is a warning; a held lock is exit 2;
+//! tracking entries are checked (parse, source, increasing positions).
 
 mod common;
 
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::XorShift;
 use statestore::tools::{NoProgress, Progress, VerifyReport};
-use statestore::{Config, Error, EventData, ExpectedRevision, Revision, Store};
+use statestore::{
+    Config, Error, EventData, ExpectedRevision, Revision, Store, StreamAppend, Tracking,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statestore");
 const STREAMS: &[&str] = &["order-1", "order-2", "cart-7", "acct-3", "acct-4", "x"];
@@ -731,4 +734,119 @@ fn random_damage_never_panics() {
         found >= rounds * 3 / 4,
         "{found} of {rounds} damaged copies noticed"
     );
+}
+
+/// A store with tracked commits: source `proj-a` at 100, 200, 300 (with an output each),
+/// source `proj-b` at 1, 2, 3 (tracking only), then one ordinary event so that no tracking
+/// record is the last of the log (an index run's fingerprint reads the last event).
+fn build_tracked(dir: &Path) {
+    let store = Store::open(dir, config()).expect("open");
+    let tracked = |source: &str, position: u64| {
+        Some(Tracking {
+            source: source.into(),
+            position,
+            expected: None,
+        })
+    };
+    for (n, position) in [100u64, 200, 300].into_iter().enumerate() {
+        let part = StreamAppend::new(
+            "out-1",
+            ExpectedRevision::Any,
+            vec![EventData::json("Derived", "{}").with_id(common::id(n as u64 + 1))],
+        );
+        store
+            .commit(vec![part], tracked("proj-a", position), "")
+            .expect("tracked commit");
+    }
+    for position in 1..=3 {
+        store
+            .commit(Vec::new(), tracked("proj-b", position), "")
+            .expect("tracking-only commit");
+    }
+    store
+        .append(
+            "x",
+            ExpectedRevision::Any,
+            vec![EventData::json("Noted", "{}").with_id(common::id(99))],
+        )
+        .expect("append");
+    store.close().expect("close");
+}
+
+/// Replaces `from` by `to` (same length) inside the one frame of `segment` that holds `from`,
+/// and gives the frame a valid CRC again; returns the frame's offset.
+fn rewrite_frame(segment: &Path, from: &str, to: &str) -> u64 {
+    assert_eq!(from.len(), to.len());
+    let mut b = std::fs::read(segment).unwrap();
+    let (offset, len) = frames(segment)
+        .into_iter()
+        .find(|&(o, l)| {
+            b[o..o + l]
+                .windows(from.len())
+                .any(|w| w == from.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no frame holds {from}"));
+    let at = offset
+        + b[offset..offset + len]
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .unwrap();
+    b[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[offset..offset + 4]);
+    h.update(&b[offset + 8..offset + len]);
+    let crc = h.finalize();
+    b[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(segment, b).unwrap();
+    offset as u64
+}
+
+#[test]
+fn tracking_entries_verify_and_broken_ones_are_damage() {
+    let dir = common::tempdir();
+    build_tracked(dir.path());
+    let report = lib_verify(dir.path());
+    assert!(report.is_sound(), "{report}");
+    assert_eq!(report.tracking_sources, 2, "{report}");
+    assert_eq!(report.tracking_entries, 6, "{report}");
+    assert!(
+        bin_verify(dir.path(), false)
+            .stdout
+            .contains("tracking     2 sources (6 entries)")
+    );
+
+    // Records changed after they were written, each with a valid frame CRC: a position that
+    // goes back, a record naming another source, a record that no longer parses.
+    let segment = common::segment_files(dir.path())[0].clone();
+    let back = rewrite_frame(
+        &segment,
+        r#""source":"proj-a","position":300"#,
+        r#""source":"proj-a","position":150"#,
+    );
+    let renamed = rewrite_frame(
+        &segment,
+        r#""source":"proj-b","position":2"#,
+        r#""source":"proj-x","position":2"#,
+    );
+    let unparsable = rewrite_frame(
+        &segment,
+        r#""source":"proj-b","position":3"#,
+        r#""source":"proj-b","pozition":3"#,
+    );
+    let report = lib_verify(dir.path());
+    assert_damage_at(
+        &report,
+        &segment,
+        Some(back),
+        "tracking source 'proj-a': position 150",
+    );
+    assert_damage_at(
+        &report,
+        &segment,
+        Some(renamed),
+        "names the source 'proj-x'",
+    );
+    assert_damage_at(&report, &segment, Some(unparsable), "does not parse");
+    assert_eq!(report.damage.len(), 3, "{report}");
+    assert_eq!(bin_verify(dir.path(), false).code, 1);
 }

@@ -10,7 +10,7 @@ pub(crate) mod lifecycle;
 mod raw;
 mod read;
 mod snapshots;
-mod tracking;
+pub(crate) mod tracking;
 mod validate;
 mod writer;
 

@@ -17,6 +17,8 @@
 //!   files, are reported as notes or warnings, since an open deletes them.
 //! - **the snapshot log**, with the rules of its open: every record's CRC and fields, a torn
 //!   tail as a warning.
+//! - **the tracking entries** ([`tracking`]): each `$tracking-{source}` record parses, names
+//!   its stream's source, and its position increases on the source's previous one.
 //!
 //! Damage is a [`Finding`] naming the file and, where known, the byte offset. The contents of
 //! runs are compared while the log is scanned, one event at a time, so memory holds one entry
@@ -47,6 +49,7 @@ use crate::log::segment::{ScannedFrame, SegmentRole, parse_segment_file_name, sc
 use crate::log::{Location, SegmentView};
 use crate::snapshot::{self, COMPACT_FILE_NAME, CREATE_FILE_NAME};
 use crate::store::checkpoint::{self, INDEX_DIR, TEMP_SUFFIX};
+use tracking::TrackingChecks;
 
 /// Suffix of a run set aside after a damaged block (deleted at open).
 const DAMAGED_SUFFIX: &str = ".damaged";
@@ -126,6 +129,9 @@ pub struct VerifyReport {
     /// The runs an open would use, and the last position they cover (0: none).
     pub index_runs_used: u64,
     pub index_position: u64,
+    /// Tracking sources, and their entries (records) in the log.
+    pub tracking_sources: u64,
+    pub tracking_entries: u64,
     /// Live snapshots in the snapshot log, their streams, and the bytes of the log.
     pub snapshots: u64,
     pub snapshot_streams: u64,
@@ -164,6 +170,11 @@ impl fmt::Display for VerifyReport {
         )?;
         writeln!(f, "  streams      {}", self.streams)?;
         writeln!(f, "  event types  {}", self.event_types)?;
+        writeln!(
+            f,
+            "  tracking     {} sources ({} entries)",
+            self.tracking_sources, self.tracking_entries
+        )?;
         if self.index_runs_used > 0 {
             writeln!(
                 f,
@@ -560,6 +571,7 @@ impl Verifier<'_> {
         checks: &mut RunChecks,
     ) {
         let mut log = LogState::new();
+        let mut tracking = TrackingChecks::default();
         let mut expected_first: Option<u64> = None;
         let count = segments.len();
         for (i, ((named_first, path, len), view)) in segments.iter().zip(views).enumerate() {
@@ -599,6 +611,11 @@ impl Verifier<'_> {
                         body.event_type,
                         h.revision,
                     ) {
+                        damage.push(Finding::new(path, Some(f.offset), reason));
+                    }
+                    if let Some(reason) =
+                        tracking.event(h.position, body.stream, body.event_type, body.data)
+                    {
                         damage.push(Finding::new(path, Some(f.offset), reason));
                     }
                     match u32::try_from(f.offset) {
@@ -681,6 +698,8 @@ impl Verifier<'_> {
         self.report.last_position = log.last;
         self.report.streams = log.streams.len() as u64;
         self.report.event_types = log.types.len() as u64;
+        self.report.tracking_sources = tracking.sources();
+        self.report.tracking_entries = tracking.entries;
     }
 
     fn check_snapshot_log(&mut self, path: &Path, len: u64) -> Result<()> {
@@ -1201,3 +1220,4 @@ fn id_hash(id: u128, position: u64) -> u64 {
 
 #[cfg(test)]
 mod test;
+mod tracking;
