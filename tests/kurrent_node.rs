@@ -112,7 +112,20 @@ fn installed_client() -> Option<PathBuf> {
         let mut probe = Command::new(program);
         probe.arg("--version");
         match run(probe, PROBE_TIMEOUT, what) {
-            Ok(o) if o.status.success() => {}
+            Ok(o) if o.status.success() => {
+                // The client's engines field asks for node 20 or later.
+                let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let major = version
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse::<u32>().ok());
+                if program == "node" && major.is_none_or(|m| m < 20) {
+                    return unavailable(format!(
+                        "node is {version}; the client needs v20 or later"
+                    ));
+                }
+            }
             Ok(o) => return unavailable(format!("`{what}` failed:\n{}", output_text(&o))),
             Err(e) => return unavailable(format!("{program} is not available: {e}")),
         }

@@ -309,6 +309,13 @@ const scenarios = {
     eq(got.stats.lastKnownEventRevision, 5n, "lastKnownEventRevision");
     eq(got.stats.parkedMessageCount, 0n, "parkedMessageCount");
     eq(got.connections.length, 1, "connections");
+    const conn = got.connections[0];
+    eq(
+      [conn.connectionName, conn.availableSlots, conn.inFlightMessages, conn.totalItems],
+      [client.connectionName, 10, 0, 6n],
+      "the connection's name (this client's connection-name), slots, in flight, items",
+    );
+    eq([got.stats.totalItems, got.stats.totalInFlightMessages], [6n, 0], "the group's items and in flight");
     const s = got.settings;
     eq(
       [s.startFrom, s.maxRetryCount, s.readBatchSize, s.historyBufferSize, s.liveBufferSize],
