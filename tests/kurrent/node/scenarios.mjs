@@ -30,6 +30,7 @@ const {
   ROUND_ROBIN,
   DISPATCH_TO_SINGLE,
   PINNED,
+  PINNED_BY_CORRELATION,
   UNBOUNDED,
   ErrorType,
   streamNameFilter,
@@ -38,7 +39,7 @@ const {
   persistentSubscriptionToAllSettingsFromDefaults,
 } = createRequire(join(clientDir, "package.json"))("@kurrent/kurrentdb-client");
 
-for (const [k, v] of Object.entries({ START, END, PARK, RETRY, SKIP, STOP, ROUND_ROBIN, DISPATCH_TO_SINGLE, PINNED, UNBOUNDED, ErrorType })) {
+for (const [k, v] of Object.entries({ START, END, PARK, RETRY, SKIP, STOP, ROUND_ROBIN, DISPATCH_TO_SINGLE, PINNED, PINNED_BY_CORRELATION, UNBOUNDED, ErrorType })) {
   if (v === undefined) {
     console.log(`FAIL setup: the client exports no ${k}`);
     process.exit(1);
@@ -336,6 +337,9 @@ const scenarios = {
     eq([d.startFrom, d.maxSubscriberCount, d.consumerStrategyName], [END, UNBOUNDED, ROUND_ROBIN], "defaults");
     await create(stream, "pinned", fromStart({ consumerStrategyName: PINNED }));
     eq((await info(stream, "pinned")).settings.consumerStrategyName, PINNED, "pinned strategy");
+    // (The client refuses PinnedByCorrelation in updates, not in creates.)
+    await create(stream, "by-correlation", fromStart({ consumerStrategyName: PINNED_BY_CORRELATION }));
+    eq((await info(stream, "by-correlation")).settings.consumerStrategyName, PINNED_BY_CORRELATION, "pinned by correlation");
     await create(stream, "at-3", persistentSubscriptionToStreamSettingsFromDefaults({ startFrom: 3n }));
     eq((await info(stream, "at-3")).settings.startFrom, 3n, "startFrom a revision");
     const a = subscribe(stream, "at-3");
@@ -414,6 +418,32 @@ const scenarios = {
     eq([again.n, again.id, again.retryCount], [0, e.id, 1], "redelivered to the next consumer, as a retry");
     await next.sub.ack(again.resolved);
     await next.close();
+  },
+
+  /** Replay parked with stopAt 2: the oldest two parked come back, the third stays parked. */
+  async replay_parked_stop_at() {
+    const stream = name("stopat");
+    const ids = await append(stream, [0, 1, 2]);
+    await create(stream, "g");
+    const c = subscribe(stream, "g");
+    // One park at a time: parks in flight together may be written in any order (the
+    // server appends each on its own), and stopAt counts from the oldest written.
+    for (let i = 0; i < 3; i++) {
+      await c.sub.nack(PARK, "later", (await c.next()).resolved);
+      await parkedCount(stream, "g", i + 1);
+    }
+    await within("replay parked, stop at 2", client.replayParkedMessagesToStream(stream, "g", { stopAt: 2 }));
+    const back = [await c.next("replayed"), await c.next("replayed")];
+    eq(back.map((e) => [e.n, e.id]), [[0, ids.get(0)], [1, ids.get(1)]], "the oldest two parked");
+    await c.sub.ack(...back.map((e) => e.resolved));
+    await c.nothingFor(300);
+    await parkedCount(stream, "g", 1);
+    await within("replay the rest", client.replayParkedMessagesToStream(stream, "g"));
+    const last = await c.next("the last parked");
+    eq([last.n, last.id], [2, ids.get(2)], "the last parked");
+    await c.sub.ack(last.resolved);
+    await parkedCount(stream, "g", 0);
+    await c.close();
   },
 
   /** Message timeout, buffer size 1: event 0 retried up to maxRetryCount 3, then parked. */
@@ -607,7 +637,23 @@ const scenarios = {
     eq(i.settings.startFrom, START, "startFrom of the $all group");
     check(i.stats.lastKnownEventPosition !== undefined, `lastKnownEventPosition: ${show(i.stats)}`);
     await within("replay parked to all", client.replayParkedMessagesToAll(group));
-    await c.close();
+    // Update to $all drops the consumer and keeps the filter.
+    await within(
+      "update to all",
+      client.updatePersistentSubscriptionToAll(group, { ...settings, maxRetryCount: 2, consumerStrategyName: DISPATCH_TO_SINGLE }),
+    );
+    const dropped = await c.ended("the consumer dropped by the update to all");
+    eq(dropped.error?.type, ErrorType.PERSISTENT_SUBSCRIPTION_DROPPED, "the client's error after an update to all");
+    const u = await within("info to all after update", client.getPersistentSubscriptionToAllInfo(group));
+    eq([u.settings.maxRetryCount, u.settings.consumerStrategyName], [2, DISPATCH_TO_SINGLE], "updated $all settings");
+    await append(`${prefix}1`, [6]);
+    await append(name("other"), [102]);
+    await append(`${prefix}3`, [7]);
+    const again = subscribeToAll(group);
+    const live = [await again.next("a live event after the update"), await again.next("a live event after the update")];
+    eq(live.map((e) => [e.stream, e.n]), [[`${prefix}1`, 6], [`${prefix}3`, 7]], "the filter after the update");
+    await again.sub.ack(...live.map((e) => e.resolved));
+    await again.close();
     await within("delete to all", client.deletePersistentSubscriptionToAll(group));
     await rejects("info to all after delete", client.getPersistentSubscriptionToAllInfo(group), ErrorType.PERSISTENT_SUBSCRIPTION_DOES_NOT_EXIST);
   },
