@@ -6,11 +6,12 @@
 //! package-lock.json, with `npm ci`) under `CARGO_TARGET_TMPDIR` once, reusing the install
 //! while it works, serves a fresh store in process on 127.0.0.1:0, and runs
 //! `tests/kurrent/node/scenarios.mjs` against it: create (and already exists), read with ack,
-//! every kind of nack, replay parked, message timeouts with buffer sizes 1 and 10, max retry
-//! count then parking, info with its settings and statistics, list (to a stream, to `$all`,
-//! all), update and delete (consumers dropped), maximum subscribers, not found, `$all` groups
-//! with a stream-name prefix filter and an event-type regex filter, and restarting the
-//! subsystem. Info, list and replay parked go over gRPC only because the server's
+//! every kind of nack (retry, skip, park, stop), replay parked (all, and with `stopAt`),
+//! message timeouts with buffer sizes 1 and 10, max retry count then parking, info with its
+//! settings and statistics, list (to a stream, to `$all`, all), update and delete (consumers
+//! dropped), maximum subscribers, not found, invalid settings, `$all` groups with a
+//! stream-name prefix filter and an event-type regex filter (and an update keeping it), and
+//! restarting the subsystem. Info, list and replay parked go over gRPC only because the server's
 //! ServerFeatures say so (the client would otherwise use KurrentDB's HTTP API, which this
 //! server does not speak). The script asserts exact values and exits non-zero on the first
 //! failure; its output is shown then.

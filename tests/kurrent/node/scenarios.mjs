@@ -7,8 +7,9 @@
 // of tests/kurrent_node.rs).
 //
 // Prints one line per scenario and exits 1 on the first failure, with the reason. Every
-// scenario uses streams and groups named after this run, so the script can run twice
-// against the same server. A watchdog ends the script if it hangs.
+// scenario uses streams and groups named after this run, so the script can run again
+// against the same server (one run at a time: restart_subsystem drops every consumer). A
+// watchdog ends the script if it hangs.
 
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
