@@ -20,10 +20,10 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::external::{PROXY_VARS, output_text, remove_dir, run};
 use common::server::TestServer;
 use statestore::server::ServerConfig;
 use statestore::service::ServiceConfig;
@@ -143,15 +143,7 @@ fn tls_with_users(runtime: &tokio::runtime::Runtime, python: &Path) {
 fn script_command<'a>(python: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Command {
     let mut command = command(python, args);
     command.env("PYTHONUNBUFFERED", "1");
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "grpc_proxy",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
+    for var in PROXY_VARS {
         command.env_remove(var);
     }
     command
@@ -274,54 +266,4 @@ fn command<S: AsRef<OsStr>>(
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
     c
-}
-
-fn remove_dir(dir: &Path) {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .unwrap_or_else(|e| panic!("cannot remove {}: {e}", dir.display()));
-    }
-}
-
-/// Runs `command` to completion (stdin closed, output captured), killing it if it takes longer
-/// than `timeout`.
-fn run(mut command: Command, timeout: Duration, what: &str) -> std::io::Result<Output> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn()?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => {
-            // Our own child, not yet reaped (the thread still waits on it): its pid is its own.
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            let partial = rx
-                .recv_timeout(Duration::from_secs(10))
-                .ok()
-                .and_then(Result::ok)
-                .map(|o| output_text(&o))
-                .unwrap_or_default();
-            panic!("{what} did not finish within {timeout:?}; killed it. Its output:\n{partial}");
-        }
-    }
-}
-
-fn output_text(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let mut text = stdout.trim_end().to_string();
-    if !stderr.trim().is_empty() {
-        text.push_str("\n--- stderr ---\n");
-        text.push_str(stderr.trim_end());
-    }
-    text
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test file uses only some of them.
 #![allow(dead_code)]
 
+pub mod external;
 pub mod server;
 
 use std::path::{Path, PathBuf};
