@@ -532,3 +532,54 @@ async fn a_checkpoint_on_removed_events_resumes_at_the_next_event() {
         .collect();
     assert_eq!(got, vec![8, 9]);
 }
+
+/// Events parked together keep their park order in the parked stream: replaying the oldest N
+/// replays those N, and the rest follow in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_keep_their_order_and_replay_the_oldest_first() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path(), config()).unwrap());
+    append(&store, "p", 0, 10);
+    let (service, _stop) = start(&store).await;
+    let k = key("p", "g");
+    service
+        .create_group(&Principal::Open, k.clone(), settings(), Default::default())
+        .await
+        .unwrap();
+    let mut c = service
+        .consume(&Principal::Open, k.clone(), "c".into(), 10)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for want in 0..10 {
+        let (e, _) = next(&mut c).await;
+        assert_eq!(e.revision.0, want);
+        ids.push(e.id);
+    }
+    c.nack(ids, NackAction::Park, "poison".into())
+        .await
+        .unwrap();
+    wait_for(&service, &k, |i| i.parked == 10).await;
+    service
+        .replay_parked(&Principal::Open, k.clone(), Some(2))
+        .await
+        .unwrap();
+    let first = drain(&mut c, Duration::from_millis(300)).await;
+    let revisions: Vec<u64> = first.iter().map(|e| e.revision.0).collect();
+    assert_eq!(revisions, vec![0, 1], "the oldest two parked");
+    c.ack(first.iter().map(|e| e.id).collect()).await.unwrap();
+    wait_for(&service, &k, |i| {
+        i.status != "ReplayingParkedMessages" && i.parked == 8
+    })
+    .await;
+    service
+        .replay_parked(&Principal::Open, k.clone(), None)
+        .await
+        .unwrap();
+    let rest: Vec<u64> = drain(&mut c, Duration::from_millis(300))
+        .await
+        .iter()
+        .map(|e| e.revision.0)
+        .collect();
+    assert_eq!(rest, (2..10).collect::<Vec<_>>(), "the rest, in park order");
+}

@@ -361,7 +361,7 @@ fn subscription_info(info: GroupInfo) -> ps::SubscriptionInfo {
         .iter()
         .map(|c| ps::subscription_info::ConnectionInfo {
             from: c.name.clone(),
-            username: String::new(),
+            username: c.user.clone(),
             average_items_per_second: 0,
             total_items: c.delivered as i64,
             count_since_last_measurement: 0,

@@ -55,11 +55,15 @@ pub enum Delivery {
 
 /// Most bytes of events a group holds (waiting and in flight) from its source, whatever its
 /// buffer sizes: 64 MiB, or one event when a single one is larger.
+/// Parked entries written in one commit.
+const PARK_BATCH_MAX: usize = 256;
+
 pub const HELD_BYTES_MAX: usize = 64 << 20;
 
 pub(crate) enum Cmd {
     Connect {
         name: String,
+        user: String,
         buffer_size: usize,
         tx: mpsc::Sender<Delivery>,
         reply: oneshot::Sender<Result<u64>>,
@@ -95,7 +99,7 @@ pub(crate) enum Cmd {
 enum Done {
     Read(Result<ReadPage>),
     Checkpoint(Result<u64>),
-    Parked { key: Key, result: Result<()> },
+    Parked { keys: Vec<Key>, result: Result<()> },
     ReplayPage(Result<ReplayPage>),
     Truncated(Result<()>),
 }
@@ -136,6 +140,7 @@ struct Slot {
 struct Consumer {
     id: u64,
     name: String,
+    user: String,
     tx: mpsc::Sender<Delivery>,
     capacity: usize,
     in_flight: usize,
@@ -191,6 +196,10 @@ pub(crate) struct Group {
 
     checkpoint: Option<u64>,
     checkpointing: bool,
+    /// Events waiting to be parked, in the order they were parked, and whether a parking
+    /// commit is in flight: one at a time, so the parked stream keeps park order.
+    park_queue: Vec<(Key, EventData)>,
+    parking: bool,
     resolved_since_checkpoint: u64,
     checkpoint_at: Instant,
 
@@ -266,6 +275,8 @@ impl Group {
             read_through: next_read.checked_sub(1),
             checkpoint,
             checkpointing: false,
+            park_queue: Vec::new(),
+            parking: false,
             resolved_since_checkpoint: 0,
             checkpoint_at: Instant::now(),
             replay: None,
@@ -323,6 +334,7 @@ impl Group {
         match cmd {
             Cmd::Connect {
                 name,
+                user,
                 buffer_size,
                 tx,
                 reply,
@@ -342,6 +354,7 @@ impl Group {
                     self.consumers.push(Consumer {
                         id,
                         name,
+                        user,
                         tx,
                         capacity: buffer_size.max(1),
                         in_flight: 0,
@@ -564,18 +577,28 @@ impl Group {
             parked_at_us: super::now_us(),
         };
         let data = serde_json::to_vec(&entry).unwrap_or_default();
-        let part = StreamAppend::new(
-            self.parked_stream(),
-            ExpectedRevision::Any,
-            vec![EventData::json(PARKED_EVENT_TYPE, data)],
-        );
+        self.park_queue
+            .push((key, EventData::json(PARKED_EVENT_TYPE, data)));
+        self.flush_parks();
+    }
+
+    /// Writes the queued parked entries, in order, as one commit (at most
+    /// [`PARK_BATCH_MAX`]); the next batch waits for it.
+    fn flush_parks(&mut self) {
+        if self.parking || self.park_queue.is_empty() {
+            return;
+        }
+        let take = self.park_queue.len().min(PARK_BATCH_MAX);
+        let (keys, events): (Vec<Key>, Vec<EventData>) = self.park_queue.drain(..take).unzip();
+        let part = StreamAppend::new(self.parked_stream(), ExpectedRevision::Any, events);
         let service = Arc::clone(&self.service);
+        self.parking = true;
         self.tasks.spawn(async move {
             let result = service
                 .commit_as(&Principal::System, vec![part], None)
                 .await
                 .map(|_| ());
-            Done::Parked { key, result }
+            Done::Parked { keys, result }
         });
     }
 
@@ -767,21 +790,30 @@ impl Group {
                     }
                 }
             }
-            Done::Parked { key, result } => match result {
-                Ok(()) => {
-                    self.parked_now += 1;
-                    self.parked_total += 1;
-                    if let Some(slot) = self.slots.get_mut(&key) {
-                        slot.state = State::Ready;
+            Done::Parked { keys, result } => {
+                self.parking = false;
+                match result {
+                    Ok(()) => {
+                        for key in keys {
+                            self.parked_now += 1;
+                            self.parked_total += 1;
+                            if let Some(slot) = self.slots.get_mut(&key) {
+                                slot.state = State::Ready;
+                            }
+                            // Not in the ready set (state was Parking): resolve without
+                            // leaving it.
+                            self.resolve_parked(key);
+                        }
                     }
-                    // Not in the ready set (state was Parking): resolve without leaving it.
-                    self.resolve_parked(key);
+                    Err(e) => {
+                        tracing::warn!(group = %self.key, error = %e, "parking events failed; they are retried");
+                        for key in keys {
+                            self.make_ready(key);
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(group = %self.key, error = %e, "parking an event failed; it is retried");
-                    self.make_ready(key);
-                }
-            },
+                self.flush_parks();
+            }
             Done::ReplayPage(page) => self.take_replay_page(page),
             Done::Truncated(result) => {
                 if let Err(e) = result {
@@ -1231,6 +1263,7 @@ impl Group {
                 .map(|c| ConsumerStats {
                     id: c.id,
                     name: c.name.clone(),
+                    user: c.user.clone(),
                     in_flight: c.in_flight as u64,
                     buffer_size: c.capacity as u64,
                     delivered: c.delivered,

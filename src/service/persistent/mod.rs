@@ -212,6 +212,8 @@ pub struct ParkedEntry {
 pub struct ConsumerStats {
     pub id: u64,
     pub name: String,
+    /// Who connected it.
+    pub user: String,
     pub in_flight: u64,
     pub buffer_size: u64,
     pub delivered: u64,
@@ -635,6 +637,7 @@ impl Service {
         group
             .send(Cmd::Connect {
                 name,
+                user: who.name().to_string(),
                 buffer_size,
                 tx,
                 reply,
