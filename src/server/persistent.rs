@@ -104,10 +104,7 @@ impl PersistentSubscriptions for PersistentService {
     ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
         let who = self.caller(&request).await?;
         let key = group_key(request.into_inner().key)?;
-        self.service
-            .delete_group(&who, key)
-            .await
-            .map_err(engine)?;
+        self.service.delete_group(&who, key).await.map_err(engine)?;
         Ok(Response::new(proto::DeleteGroupResponse {}))
     }
 
