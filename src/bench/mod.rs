@@ -19,6 +19,8 @@
 //! - `persistent`: writes a backlog of `--backlog` events, then `--clients` consumers of one
 //!   persistent-subscription group drain it, acking every event; events/s delivered and acked,
 //!   every event checked and counted (at least once; duplicates reported). See [`persistent`].
+//! - `persistent-live`: the same consumers while the clients append at `--rate`;
+//!   append-to-delivery latency, per event.
 //! - `get`: GetStream calls, which carry no event data: the cost of a bare unary call through
 //!   the whole stack, as a reference for the others.
 
@@ -66,7 +68,8 @@ pub struct BenchArgs {
     /// subscribers cost the server.
     #[arg(long, default_value_t = 0)]
     pub idle_subscribers: usize,
-    /// subscribe: total append rate in events per second, shared by the clients.
+    /// subscribe, persistent-live: total append rate in events per second, shared by the
+    /// clients.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
     /// persistent: events written before the group is created (a multiple of --clients).
@@ -95,6 +98,9 @@ pub enum Mode {
     /// A persistent-subscription group on `$all` drained by `--clients` acking consumers, over
     /// a backlog of `--backlog` events; events/s delivered and acked.
     Persistent,
+    /// The same group and consumers while the clients append at `--rate`; append-to-delivery
+    /// latency.
+    PersistentLive,
 }
 
 /// Why a run failed: the server was unreachable, answered with an error, or answered wrongly.
@@ -219,6 +225,7 @@ pub async fn drive(args: BenchArgs) -> Result<Report, BenchError> {
         Mode::Catchup => bench.catchup().await,
         Mode::Get => bench.get().await,
         Mode::Persistent => bench.persistent().await,
+        Mode::PersistentLive => bench.persistent_live().await,
     };
     for task in idle {
         task.abort();

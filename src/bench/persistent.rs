@@ -12,11 +12,17 @@
 //! stamp of this run's writers); each event must arrive at least once, and events that arrive
 //! more than once are counted as duplicates (redeliveries after a message timeout would be
 //! these). Latencies are the gaps between messages at each consumer.
+//!
+//! `--mode persistent-live`: the group is created at the end of the log, the consumers
+//! connect, and the clients append at `--rate` for `--duration-s`; every acknowledged event
+//! must be delivered and acked, and latency is from append to delivery, per event.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -83,11 +89,71 @@ impl Seen {
     }
 }
 
+/// Which events have been delivered when their number is not known in advance (live mode).
+#[derive(Default)]
+struct LiveSeen {
+    seen: Mutex<HashSet<(u32, u64)>>,
+    unique: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl LiveSeen {
+    fn mark(&self, writer: u32, seq: u64) {
+        if self.seen.lock().insert((writer, seq)) {
+            self.unique.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the consumers record of each delivery.
+enum Tracker {
+    /// Backlog: a bit per event written; latencies are the gaps between messages.
+    Backlog(Seen),
+    /// Live: the events seen; latencies are from append to delivery.
+    Live(LiveSeen),
+}
+
+impl Tracker {
+    fn mark(&self, writer: u32, seq: u64) -> Result<(), BenchError> {
+        match self {
+            Tracker::Backlog(seen) => seen.mark(writer, seq),
+            Tracker::Live(seen) => {
+                seen.mark(writer, seq);
+                Ok(())
+            }
+        }
+    }
+
+    fn unique(&self) -> u64 {
+        match self {
+            Tracker::Backlog(seen) => seen.unique.load(Ordering::Relaxed),
+            Tracker::Live(seen) => seen.unique.load(Ordering::Relaxed),
+        }
+    }
+
+    fn duplicates(&self) -> u64 {
+        match self {
+            Tracker::Backlog(seen) => seen.duplicates.load(Ordering::Relaxed),
+            Tracker::Live(seen) => seen.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every event expected has arrived (live: always, until the appenders are done).
+    fn complete(&self) -> bool {
+        match self {
+            Tracker::Backlog(seen) => seen.complete(),
+            Tracker::Live(_) => true,
+        }
+    }
+}
+
 /// What one consumer measured.
 #[derive(Default)]
 struct ConsumerOutcome {
     messages: u64,
-    gaps_us: Vec<u64>,
+    latencies_us: Vec<u64>,
 }
 
 impl Bench {
@@ -108,47 +174,13 @@ impl Bench {
         let per_writer = backlog / writers;
         let first_position = bench.write_backlog(per_writer).await?;
         let mut groups = PersistentSubscriptionsClient::new(channel(&bench.args.target).await?);
-        let key = proto::GroupKey {
-            source: Some(proto::GroupSource {
-                kind: Some(proto::group_source::Kind::All(proto::Empty {})),
-            }),
-            group: format!("bench-{}", bench.run_id),
-        };
-        let held = (4 * bench.args.clients * bench.args.buffer_size).clamp(2_000, 100_000) as u32;
-        let settings = proto::GroupSettings {
-            start_from: Some(proto::group_settings::StartFrom::At(first_position)),
-            read_batch_size: Some(GROUP_READ_BATCH.min(held - 1)),
-            history_buffer_size: Some(held),
-            live_buffer_size: Some(held),
-            checkpoint_after_ms: Some(1_000),
-            max_checkpoint_count: Some(10_000),
-            ..proto::GroupSettings::default()
-        };
+        let create = bench.group(proto::group_settings::StartFrom::At(first_position));
+        let key = create.key.clone().unwrap_or_default();
         let started = Instant::now();
-        groups
-            .create_group(proto::CreateGroupRequest {
-                key: Some(key.clone()),
-                settings: Some(settings),
-                filter: Some(proto::GroupFilter {
-                    stream_prefixes: vec![format!("bench-{}-", bench.run_id)],
-                    ..proto::GroupFilter::default()
-                }),
-            })
-            .await?;
-        let seen = Arc::new(Seen::new(writers, per_writer));
+        groups.create_group(create).await?;
+        let seen = Arc::new(Tracker::Backlog(Seen::new(writers, per_writer)));
         let done = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for c in 0..bench.args.clients {
-            let client = PersistentSubscriptionsClient::new(channel(&bench.args.target).await?)
-                .max_decoding_message_size(64 << 20);
-            let bench = Arc::clone(&bench);
-            let seen = Arc::clone(&seen);
-            let done = Arc::clone(&done);
-            let key = key.clone();
-            tasks.push(tokio::spawn(async move {
-                bench.consumer(client, key, c, &seen, &done).await
-            }));
-        }
+        let tasks = bench.consumers(&key, &seen, &done).await?;
         // Delivered and acked once the group has counted an ack for every event; the
         // consumers run (and ack) until then.
         let acked = loop {
@@ -176,32 +208,32 @@ impl Bench {
                 .await
                 .map_err(|e| BenchError::Verify(format!("consumer task failed: {e}")))??;
             out.messages += o.messages;
-            out.gaps_us.extend(o.gaps_us);
+            out.latencies_us.extend(o.latencies_us);
         }
         let Some(acked) = acked else {
             return Err(BenchError::Verify(format!(
                 "a consumer ended with {} of {backlog} events delivered",
-                seen.unique.load(Ordering::Relaxed)
+                seen.unique()
             )));
         };
         groups
             .delete_group(proto::DeleteGroupRequest { key: Some(key) })
             .await?;
-        let duplicates = seen.duplicates.load(Ordering::Relaxed);
+        let duplicates = seen.duplicates();
         println!(
             "persistent: {backlog} events delivered to {} consumers and acked ({acked} acks) in \
              {:.2} s, {duplicates} duplicates",
             bench.args.clients,
             elapsed.as_secs_f64()
         );
-        out.gaps_us.sort_unstable();
+        out.latencies_us.sort_unstable();
         Ok(Report {
             mode: Mode::Persistent,
             events: backlog,
             requests: out.messages,
             elapsed,
-            latencies_us: out.gaps_us,
-            verified: seen.unique.load(Ordering::Relaxed) + duplicates,
+            latencies_us: out.latencies_us,
+            verified: seen.unique() + duplicates,
             duplicates,
         })
     }
@@ -250,7 +282,7 @@ impl Bench {
         mut client: GroupsClient,
         key: proto::GroupKey,
         c: usize,
-        seen: &Seen,
+        seen: &Tracker,
         done: &AtomicBool,
     ) -> Result<ConsumerOutcome, BenchError> {
         let (requests, rx) = mpsc::channel(64);
@@ -271,23 +303,27 @@ impl Bench {
         let mut last = Instant::now();
         while !done.load(Ordering::Relaxed) {
             // Poll now and then, so a consumer that gets nothing more notices the end.
-            let message = match tokio::time::timeout(Duration::from_millis(50), replies.message())
-                .await
-            {
-                Ok(m) => m?,
-                Err(_) if last.elapsed() < STALL || seen.complete() => continue,
-                Err(_) => {
-                    return Err(BenchError::Verify(format!(
-                        "consumer {c} received nothing for {} s with {} of {} events delivered",
-                        STALL.as_secs(),
-                        seen.unique.load(Ordering::Relaxed),
-                        seen.total()
-                    )));
-                }
-            };
+            let message =
+                match tokio::time::timeout(Duration::from_millis(50), replies.message()).await {
+                    Ok(m) => m?,
+                    Err(_) if last.elapsed() < STALL || seen.complete() => continue,
+                    Err(_) => {
+                        return Err(BenchError::Verify(format!(
+                            "consumer {c} received nothing for {} s with {} of {} events delivered",
+                            STALL.as_secs(),
+                            seen.unique(),
+                            match seen {
+                                Tracker::Backlog(s) => s.total(),
+                                Tracker::Live(_) => 0,
+                            }
+                        )));
+                    }
+                };
             let now = Instant::now();
-            out.gaps_us
-                .push(now.duration_since(last).as_micros() as u64);
+            if matches!(seen, Tracker::Backlog(_)) {
+                out.latencies_us
+                    .push(now.duration_since(last).as_micros() as u64);
+            }
             last = now;
             let batch = match message.and_then(|m| m.kind) {
                 Some(consume_response::Kind::Events(batch)) => batch,
@@ -307,6 +343,10 @@ impl Bench {
                     )));
                 }
                 seen.mark(stamp.client, stamp.seq)?;
+                if matches!(seen, Tracker::Live(_)) {
+                    out.latencies_us
+                        .push(super::now_us().saturating_sub(stamp.sent_us));
+                }
                 acks.push(e.id);
                 if acks.len() >= ACK_EVERY {
                     send_ack(&requests, &mut acks).await?;
@@ -315,6 +355,122 @@ impl Bench {
             send_ack(&requests, &mut acks).await?;
         }
         Ok(out)
+    }
+
+    /// Connects `--clients` consumers to the group, each on its own connection, running until
+    /// `done`.
+    async fn consumers(
+        self: &Arc<Self>,
+        key: &proto::GroupKey,
+        seen: &Arc<Tracker>,
+        done: &Arc<AtomicBool>,
+    ) -> Result<Vec<tokio::task::JoinHandle<Result<ConsumerOutcome, BenchError>>>, BenchError> {
+        let mut tasks = Vec::new();
+        for c in 0..self.args.clients {
+            let client = PersistentSubscriptionsClient::new(channel(&self.args.target).await?)
+                .max_decoding_message_size(64 << 20);
+            let bench = Arc::clone(self);
+            let seen = Arc::clone(seen);
+            let done = Arc::clone(done);
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                bench.consumer(client, key, c, &seen, &done).await
+            }));
+        }
+        Ok(tasks)
+    }
+
+    /// The group this run uses: on `$all`, this run's streams only.
+    fn group(&self, start_from: proto::group_settings::StartFrom) -> proto::CreateGroupRequest {
+        let key = proto::GroupKey {
+            source: Some(proto::GroupSource {
+                kind: Some(proto::group_source::Kind::All(proto::Empty {})),
+            }),
+            group: format!("bench-{}", self.run_id),
+        };
+        let held = (4 * self.args.clients * self.args.buffer_size).clamp(2_000, 100_000) as u32;
+        let settings = proto::GroupSettings {
+            start_from: Some(start_from),
+            read_batch_size: Some(GROUP_READ_BATCH.min(held - 1)),
+            history_buffer_size: Some(held),
+            live_buffer_size: Some(held),
+            checkpoint_after_ms: Some(1_000),
+            max_checkpoint_count: Some(10_000),
+            ..proto::GroupSettings::default()
+        };
+        proto::CreateGroupRequest {
+            key: Some(key),
+            settings: Some(settings),
+            filter: Some(proto::GroupFilter {
+                stream_prefixes: vec![self.stream_prefix()],
+                ..proto::GroupFilter::default()
+            }),
+        }
+    }
+
+    /// `--mode persistent-live`: consumers connected to a group created at the end of the
+    /// log while the clients append at `--rate`; latency from append to delivery.
+    pub(super) async fn persistent_live(self) -> Result<Report, BenchError> {
+        if self.args.buffer_size == 0 {
+            return Err(BenchError::Args("--buffer-size must be at least 1".into()));
+        }
+        let bench = Arc::new(self);
+        let mut groups = PersistentSubscriptionsClient::new(channel(&bench.args.target).await?);
+        let create = bench.group(proto::group_settings::StartFrom::End(proto::Empty {}));
+        let key = create.key.clone().unwrap_or_default();
+        groups.create_group(create).await?;
+        let seen = Arc::new(Tracker::Live(LiveSeen::default()));
+        let done = Arc::new(AtomicBool::new(false));
+        let tasks = bench.consumers(&key, &seen, &done).await?;
+        let duration = Duration::from_secs_f64(bench.args.duration_s);
+        let appended = bench.appenders(duration, Some(bench.args.rate)).await?;
+        // Every acknowledged append must be delivered and acked.
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        let mut acked = 0;
+        while Instant::now() < wait_until && !tasks.iter().any(|t| t.is_finished()) {
+            acked = groups
+                .get_group(proto::GetGroupRequest {
+                    key: Some(key.clone()),
+                })
+                .await?
+                .into_inner()
+                .group
+                .unwrap_or_default()
+                .acked;
+            if seen.unique() >= appended.events && acked >= appended.events {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for t in tasks {
+            let o = t
+                .await
+                .map_err(|e| BenchError::Verify(format!("consumer task failed: {e}")))??;
+            latencies.extend(o.latencies_us);
+        }
+        groups
+            .delete_group(proto::DeleteGroupRequest { key: Some(key) })
+            .await?;
+        let delivered = seen.unique();
+        if delivered != appended.events || acked < appended.events {
+            return Err(BenchError::Verify(format!(
+                "appended {} events, the group delivered {delivered} and counted {acked} acks",
+                appended.events
+            )));
+        }
+        latencies.sort_unstable();
+        let duplicates = seen.duplicates();
+        Ok(Report {
+            mode: Mode::PersistentLive,
+            events: delivered,
+            requests: appended.requests,
+            elapsed: appended.elapsed,
+            latencies_us: latencies,
+            verified: delivered + duplicates,
+            duplicates,
+        })
     }
 
     fn stream_prefix(&self) -> String {
