@@ -585,6 +585,70 @@ async fn nack_retry_increments_the_retry_count_and_malformed_ids_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_skip_retry_after_extend_and_stop() {
+    let mut f = start().await;
+    append(&mut f, "s", 0, 4, 4).await;
+    let k = stream_key("s", "g");
+    let settings = GroupSettings {
+        message_timeout_ms: Some(400),
+        ..from_start()
+    };
+    create(&mut f, k.clone(), settings).await;
+    let mut a = consume(&f, &k, "a", 10).await.unwrap();
+    let e: Vec<GroupEvent> = vec![
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+    ];
+    assert_eq!(e.iter().map(revision_of).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    let sent = std::time::Instant::now();
+    // Skip: handled, never again. Retry after 250 ms: not sooner.
+    a.nack(&[&e[0]], NackAction::Skip, "not mine").await;
+    a.send(consume_request::Kind::Nack(proto::ConsumeNack {
+        ids: vec![id_of(&e[1]).into()],
+        action: NackAction::RetryAfter as i32,
+        delay_ms: 250,
+        reason: "later".into(),
+    }))
+    .await;
+    a.ack(&[&e[3]]).await;
+    let later = a.next().await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!((revision_of(&later), later.retry_count), (1, 1));
+    a.ack(&[&later]).await;
+    // Extend: revision 2 stays in flight past its first deadline (400 ms after delivery).
+    a.nack(&[&e[2]], NackAction::Extend, "working").await;
+    let extended = std::time::Instant::now();
+    let until = sent + Duration::from_millis(550);
+    if let Some(wait) = until.checked_duration_since(std::time::Instant::now()) {
+        a.quiet(wait).await;
+    }
+    assert!(
+        extended.elapsed() < Duration::from_millis(400),
+        "the test ran too slowly"
+    );
+    // Stop: revision 2 goes to another consumer, and a's call ends without an error.
+    a.nack(&[&e[2]], NackAction::Stop, "bye").await;
+    let mut b = consume(&f, &k, "b", 10).await.unwrap();
+    let moved = b.next().await;
+    assert_eq!(revision_of(&moved), 2);
+    assert!(moved.retry_count >= 1);
+    let end = tokio::time::timeout(Duration::from_secs(10), a.replies.message())
+        .await
+        .expect("a's call ends");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    b.ack(&[&moved]).await;
+    let info = wait_for(&mut f, &k, |i| i.checkpoint == Some(3)).await;
+    assert_eq!(info.consumers.len(), 1);
+    assert_eq!(info.consumers[0].name, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_events_are_replayed_and_truncated() {
     let mut f = start().await;
     append(&mut f, "s", 0, 3, 3).await;

@@ -160,7 +160,7 @@ impl Bench {
     pub(super) async fn persistent(self) -> Result<Report, BenchError> {
         let backlog = self.args.backlog;
         let writers = self.args.clients as u64;
-        if backlog == 0 || backlog % writers != 0 {
+        if backlog == 0 || !backlog.is_multiple_of(writers) {
             return Err(BenchError::Args(
                 "--backlog must be a positive multiple of --clients".into(),
             ));

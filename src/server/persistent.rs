@@ -246,12 +246,18 @@ impl Pump {
         let mut ending: Option<Status> = None;
         let mut inbound_open = true;
         let mut received = None;
+        // The group let the consumer go (it sent NACK_ACTION_STOP): the call ends without an
+        // error once what it was sent is delivered.
+        let mut released = false;
         loop {
-            if pending.is_none()
-                && let Some(end) = ending.take()
-            {
-                let _ = self.out.send(Err(end)).await;
-                return;
+            if pending.is_none() {
+                if let Some(end) = ending.take() {
+                    let _ = self.out.send(Err(end)).await;
+                    return;
+                }
+                if released {
+                    return;
+                }
             }
             tokio::select! {
                 biased;
@@ -281,8 +287,8 @@ impl Pump {
                 delivery = self.consumer.rx.recv(), if pending.is_none() && ending.is_none() => {
                     match delivery {
                         Some(first) => received = Some(first),
-                        // The group ended without a word: it was stopped with the server.
-                        None => ending = Some(dropped(Error::Closed)),
+                        // Dropped without a word: the group disconnected this consumer.
+                        None => released = true,
                     }
                 }
             }
