@@ -30,7 +30,7 @@ use tonic::{Code, Status, Streaming};
 struct Fixture {
     events: EventStoreClient<Channel>,
     groups: PersistentSubscriptionsClient<Channel>,
-    _server: TestServer,
+    server: TestServer,
     _dir: tempfile::TempDir,
 }
 
@@ -44,7 +44,7 @@ async fn start() -> Fixture {
     Fixture {
         events,
         groups,
-        _server: server,
+        server,
         _dir: dir,
     }
 }
@@ -929,4 +929,26 @@ async fn append_with_tracking_then_get_tracking_and_not_increasing() {
         .unwrap()
         .into_inner();
     assert!(!none.found && none.entry.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_consume_calls_with_unavailable_without_waiting_for_the_drain() {
+    let mut f = start().await;
+    append(&mut f, "s", 0, 1, 1).await;
+    let k = stream_key("s", "g");
+    create(&mut f, k.clone(), from_start()).await;
+    let mut c = consume(&f, &k, "c", 10).await.unwrap();
+    c.next().await;
+    let stopping = std::time::Instant::now();
+    let server = f.server;
+    let stopped = tokio::spawn(server.stop());
+    let status = c.ended().await;
+    assert_status(&status, Code::Unavailable, "CLOSED", &[]);
+    stopped.await.unwrap();
+    // The drain period is 2 s; an open Consume call must not hold the shutdown that long.
+    assert!(
+        stopping.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
