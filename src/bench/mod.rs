@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// persistent: each consumer's in-flight limit (events delivered and not yet acked).
     #[arg(long, default_value_t = 500)]
     pub buffer_size: usize,
+    /// persistent: the group's read_batch_size (events per read of the log; KurrentDB's
+    /// default is 20). The group holds 4 x clients x buffer-size events (2,000 to 100,000).
+    #[arg(long, default_value_t = 500)]
+    pub group_read_batch: u32,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,8 +36,6 @@ use crate::server::proto::{
 pub const ACK_EVERY: usize = 50;
 /// A consumer that receives nothing for this long while events are missing fails the run.
 const STALL: Duration = Duration::from_secs(20);
-/// Events the group reads per read of the log.
-const GROUP_READ_BATCH: u32 = 500;
 
 type GroupsClient = PersistentSubscriptionsClient<Channel>;
 
@@ -391,7 +389,7 @@ impl Bench {
         let held = (4 * self.args.clients * self.args.buffer_size).clamp(2_000, 100_000) as u32;
         let settings = proto::GroupSettings {
             start_from: Some(start_from),
-            read_batch_size: Some(GROUP_READ_BATCH.min(held - 1)),
+            read_batch_size: Some(self.args.group_read_batch.clamp(1, held - 1)),
             history_buffer_size: Some(held),
             live_buffer_size: Some(held),
             checkpoint_after_ms: Some(1_000),
