@@ -309,6 +309,44 @@ fn the_load_tool_runs_every_mode_and_checks_the_answers() {
     let total = field(&append, "events") + 20.0 * 7.0 + field(&subscribe, "events");
     assert!(field(&catchup, "events") >= total, "{catchup} vs {total}");
 
+    // A persistent-subscription group drains a backlog: every event delivered and acked.
+    let persistent = bench(
+        &url,
+        &[
+            "--mode",
+            "persistent",
+            "--clients",
+            "2",
+            "--backlog",
+            "3000",
+            "--backlog-batch",
+            "250",
+            "--buffer-size",
+            "50",
+        ],
+    );
+    assert_eq!(field(&persistent, "events"), 3000.0, "{persistent}");
+    assert_eq!(
+        field(&persistent, "verified"),
+        3000.0 + field(&persistent, "duplicates"),
+        "{persistent}"
+    );
+    let live = bench(
+        &url,
+        &[
+            "--mode",
+            "persistent-live",
+            "--clients",
+            "2",
+            "--rate",
+            "500",
+            "--duration-s",
+            "0.3",
+        ],
+    );
+    assert!(field(&live, "events") > 0.0, "{live}");
+    assert!(field(&live, "p50_us") > 0.0, "{live}");
+
     let get = bench(
         &url,
         &["--mode", "get", "--clients", "2", "--duration-s", "0.3"],

@@ -2089,7 +2089,11 @@ async fn health_reports_serving() {
 
     let f = start().await;
     let mut health = HealthClient::new(channel(&f.server).await);
-    for service in ["statestore.v1.EventStore", ""] {
+    for service in [
+        "statestore.v1.EventStore",
+        "statestore.v1.PersistentSubscriptions",
+        "",
+    ] {
         let r = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -2145,7 +2149,11 @@ async fn reflection_lists_the_services() {
         panic!("expected a service list, got {first:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for wanted in ["statestore.v1.EventStore", "grpc.health.v1.Health"] {
+    for wanted in [
+        "statestore.v1.EventStore",
+        "statestore.v1.PersistentSubscriptions",
+        "grpc.health.v1.Health",
+    ] {
         assert!(
             names.iter().any(|n| n == wanted),
             "{wanted} not in {names:?}"

@@ -16,8 +16,15 @@
 //!   acknowledged event is delivered once, in order.
 //! - `catchup`: subscribes from the start of the log and reads history until caught up; checks
 //!   positions arrive dense and in order; latency is the gap between messages.
+//! - `persistent`: writes a backlog of `--backlog` events, then `--clients` consumers of one
+//!   persistent-subscription group drain it, acking every event; events/s delivered and acked,
+//!   every event checked and counted (at least once; duplicates reported). See [`persistent`].
+//! - `persistent-live`: the same consumers while the clients append at `--rate`;
+//!   append-to-delivery latency, per event.
 //! - `get`: GetStream calls, which carry no event data: the cost of a bare unary call through
 //!   the whole stack, as a reference for the others.
+
+mod persistent;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,9 +68,23 @@ pub struct BenchArgs {
     /// subscribers cost the server.
     #[arg(long, default_value_t = 0)]
     pub idle_subscribers: usize,
-    /// subscribe: total append rate in events per second, shared by the clients.
+    /// subscribe, persistent-live: total append rate in events per second, shared by the
+    /// clients.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
+    /// persistent: events written before the group is created (a multiple of --clients).
+    #[arg(long, default_value_t = 100_000)]
+    pub backlog: u64,
+    /// persistent: events per append request while writing the backlog.
+    #[arg(long, default_value_t = 1000)]
+    pub backlog_batch: usize,
+    /// persistent: each consumer's in-flight limit (events delivered and not yet acked).
+    #[arg(long, default_value_t = 500)]
+    pub buffer_size: usize,
+    /// persistent: the group's read_batch_size (events per read of the log; KurrentDB's
+    /// default is 20). The group holds 4 x clients x buffer-size events (2,000 to 100,000).
+    #[arg(long, default_value_t = 500)]
+    pub group_read_batch: u32,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +99,12 @@ pub enum Mode {
     Catchup,
     /// GetStream calls (no event data): the cost of a unary call through the whole stack.
     Get,
+    /// A persistent-subscription group on `$all` drained by `--clients` acking consumers, over
+    /// a backlog of `--backlog` events; events/s delivered and acked.
+    Persistent,
+    /// The same group and consumers while the clients append at `--rate`; append-to-delivery
+    /// latency.
+    PersistentLive,
 }
 
 /// Why a run failed: the server was unreachable, answered with an error, or answered wrongly.
@@ -108,6 +135,8 @@ pub struct Report {
     /// Sorted latencies in microseconds.
     pub latencies_us: Vec<u64>,
     pub verified: u64,
+    /// Events delivered more than once (persistent mode; 0 elsewhere).
+    pub duplicates: u64,
 }
 
 impl Report {
@@ -125,7 +154,7 @@ impl Report {
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"mode\":\"{:?}\",\"events\":{},\"requests\":{},\"elapsed_s\":{:.3},\"events_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"verified\":{}}}",
+            "{{\"mode\":\"{:?}\",\"events\":{},\"requests\":{},\"elapsed_s\":{:.3},\"events_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"verified\":{},\"duplicates\":{}}}",
             self.mode,
             self.events,
             self.requests,
@@ -136,6 +165,7 @@ impl Report {
             self.percentile_us(99.9),
             self.latencies_us.last().copied().unwrap_or(0),
             self.verified,
+            self.duplicates,
         )
         .to_lowercase()
     }
@@ -198,6 +228,8 @@ pub async fn drive(args: BenchArgs) -> Result<Report, BenchError> {
         Mode::Subscribe => bench.subscribe().await,
         Mode::Catchup => bench.catchup().await,
         Mode::Get => bench.get().await,
+        Mode::Persistent => bench.persistent().await,
+        Mode::PersistentLive => bench.persistent_live().await,
     };
     for task in idle {
         task.abort();
@@ -335,21 +367,25 @@ fn check_event(e: &proto::RecordedEvent, size: usize) -> Result<Stamp, BenchErro
 }
 
 async fn connect(target: &str) -> Result<EventStoreClient<Channel>, BenchError> {
+    Ok(EventStoreClient::new(channel(target).await?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// A new connection to the server.
+async fn channel(target: &str) -> Result<Channel, BenchError> {
     let endpoint = Endpoint::from_shared(target.to_string())
         .map_err(|e| BenchError::Args(format!("bad --target: {e}")))?
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20));
-    let channel = endpoint
+    endpoint
         .connect()
         .await
         .map_err(|source| BenchError::Connect {
             target: target.to_string(),
             source,
-        })?;
-    Ok(EventStoreClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+        })
 }
 
 impl Bench {
@@ -372,8 +408,19 @@ impl Bench {
     }
 
     fn append_request(&self, client: u32, seq: &mut u64, stream: String) -> proto::AppendRequest {
+        self.append_request_of(client, seq, stream, self.args.batch)
+    }
+
+    /// An append of `n` events with the next sequence numbers of `client`.
+    fn append_request_of(
+        &self,
+        client: u32,
+        seq: &mut u64,
+        stream: String,
+        n: usize,
+    ) -> proto::AppendRequest {
         let sent_us = now_us();
-        let events = (0..self.args.batch)
+        let events = (0..n)
             .map(|_| {
                 *seq += 1;
                 let stamp = Stamp {
@@ -489,6 +536,7 @@ impl Bench {
             elapsed: out.elapsed,
             latencies_us: out.latencies_us,
             verified,
+            duplicates: 0,
         })
     }
 
@@ -568,6 +616,7 @@ impl Bench {
             elapsed,
             latencies_us: total.latencies_us,
             verified: total.events,
+            duplicates: 0,
         })
     }
 
@@ -618,6 +667,7 @@ impl Bench {
             elapsed,
             latencies_us: total.latencies_us,
             verified: total.requests,
+            duplicates: 0,
         })
     }
 
@@ -733,6 +783,7 @@ impl Bench {
             elapsed: out.elapsed,
             latencies_us: lat,
             verified: got,
+            duplicates: 0,
         })
     }
 
@@ -799,6 +850,7 @@ impl Bench {
             elapsed,
             latencies_us: latencies,
             verified: events,
+            duplicates: 0,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! and errors into messages and statuses. None calls the store directly.
 //!
 //! - [`service`]: the `statestore.v1.EventStore` service (append, reads, stream info).
+//! - [`persistent`]: the `statestore.v1.PersistentSubscriptions` service (groups of
+//!   competing consumers, with acks, retries and parking).
 //! - [`users`]: the `statestore.v1.Users` service (user management, admins only).
 //! - [`kurrent`]: the KurrentDB (EventStoreDB) client protocol, on the same port.
 //! - [`conn`]: the accept loop (a cap on connections, backoff on accept errors) and the
@@ -15,6 +17,7 @@
 mod conn;
 mod convert;
 pub mod kurrent;
+mod persistent;
 mod service;
 pub mod status;
 mod users;
@@ -229,6 +232,11 @@ pub async fn serve_with_stats(
     health_reporter
         .set_serving::<proto::event_store_server::EventStoreServer<service::EventStoreService>>()
         .await;
+    health_reporter
+        .set_serving::<proto::persistent_subscriptions_server::PersistentSubscriptionsServer<
+            persistent::PersistentService,
+        >>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -245,6 +253,17 @@ pub async fn serve_with_stats(
     )
     .max_decoding_message_size(config.message_bytes_max)
     .max_encoding_message_size(config.message_bytes_max);
+
+    let persistent_subscriptions =
+        proto::persistent_subscriptions_server::PersistentSubscriptionsServer::new(
+            persistent::PersistentService::new(
+                Arc::clone(&service),
+                config.message_bytes_max,
+                stop_rx.clone(),
+            ),
+        )
+        .max_decoding_message_size(config.message_bytes_max)
+        .max_encoding_message_size(config.message_bytes_max);
 
     let users =
         proto::users_server::UsersServer::new(users::UsersService::new(Arc::clone(&service)));
@@ -301,6 +320,7 @@ pub async fn serve_with_stats(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(event_store)
+        .add_service(persistent_subscriptions)
         .add_service(users)
         .add_service(kurrent.streams)
         .add_service(kurrent.gossip)

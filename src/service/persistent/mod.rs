@@ -672,16 +672,23 @@ impl Service {
             .map_err(|_| not_found(&key))?;
         let mut info = answer.await.map_err(|_| not_found(&key))?;
         info.settings = Some(settings);
+        // The parked list is counted from the store, which a truncation changes behind the
+        // group's back.
         let store = Arc::clone(&self.store);
-        info.parked_oldest_us = blocking(move || {
+        let (count, oldest) = blocking(move || {
+            let count = group::parked_count(&store, &parked).ok();
             let events = match store.read_stream(&parked, Revision(0), Direction::Forwards, 1) {
                 Ok(events) => events,
-                Err(_) => return Ok(None),
+                Err(_) => return Ok((count, None)),
             };
-            Ok(events.first().map(|e| e.timestamp_us))
+            Ok((count, events.first().map(|e| e.timestamp_us)))
         })
         .await
-        .unwrap_or(None);
+        .unwrap_or((None, None));
+        if let Some(count) = count {
+            info.parked = count;
+        }
+        info.parked_oldest_us = oldest;
         Ok(info)
     }
 
