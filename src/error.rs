@@ -66,6 +66,17 @@ pub enum Error {
         max: u32,
     },
 
+    /// The server dropped a consumer because its group was updated or the subsystem
+    /// restarted: reconnect.
+    #[error(
+        "persistent subscription group '{group}' on '{source_name}' dropped its consumers: {reason}; reconnect"
+    )]
+    GroupDropped {
+        source_name: String,
+        group: String,
+        reason: String,
+    },
+
     /// The stream does not exist.
     #[error("stream '{stream}' not found")]
     StreamNotFound { stream: String },

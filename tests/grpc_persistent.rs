@@ -835,7 +835,12 @@ async fn all_group_delivers_only_its_filter_and_restart_keeps_the_checkpoint() {
         .await
         .unwrap();
     let status = c.ended().await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_status(
+        &status,
+        Code::Aborted,
+        "GROUP_DROPPED",
+        &[("source", "$all"), ("group", "g")],
+    );
     append(&mut f, "keep-3", 30, 31, 1).await;
     let mut c = consume(&f, &a, "c", 50).await.unwrap();
     let e = c.next().await;

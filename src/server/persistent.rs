@@ -411,6 +411,8 @@ fn group_filter(f: proto::GroupFilter) -> GroupFilter {
         event_type_prefixes: f.event_type_prefixes,
         event_types: f.event_types,
         category: f.category,
+        stream_regex: f.stream_regex,
+        event_type_regex: f.event_type_regex,
     }
 }
 

@@ -81,6 +81,13 @@ pub fn to_status(error: &Error) -> Status {
             meta.insert("max".into(), max.to_string());
             (Code::FailedPrecondition, "GROUP_FULL")
         }
+        Error::GroupDropped {
+            source_name, group, ..
+        } => {
+            meta.insert("source".into(), source_name.clone());
+            meta.insert("group".into(), group.clone());
+            (Code::Aborted, "GROUP_DROPPED")
+        }
         Error::StreamNotFound { stream } => {
             meta.insert("stream".into(), stream.clone());
             (Code::NotFound, "STREAM_NOT_FOUND")

@@ -1327,6 +1327,15 @@ fn clone_error(e: &Error) -> Error {
             source_name: source_name.clone(),
             group: group.clone(),
         },
+        Error::GroupDropped {
+            source_name,
+            group,
+            reason,
+        } => Error::GroupDropped {
+            source_name: source_name.clone(),
+            group: group.clone(),
+            reason: reason.clone(),
+        },
         Error::Closed => Error::Closed,
         other => Error::InvalidArgument(other.to_string()),
     }

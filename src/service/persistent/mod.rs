@@ -573,9 +573,11 @@ impl Service {
         if let Some(tx) = registry.running.remove(&key) {
             stop(
                 &tx,
-                Error::InvalidArgument(format!(
-                    "persistent subscription group '{key}' was updated; reconnect"
-                )),
+                Error::GroupDropped {
+                    source_name: key.source.name().to_string(),
+                    group: key.group.clone(),
+                    reason: "the group was updated".into(),
+                },
             )
             .await;
         }
@@ -772,9 +774,11 @@ impl Service {
         for (key, tx) in running {
             stop(
                 &tx,
-                Error::InvalidArgument(format!(
-                    "the persistent subscription subsystem restarted; reconnect to '{key}'"
-                )),
+                Error::GroupDropped {
+                    source_name: key.source.name().to_string(),
+                    group: key.group.clone(),
+                    reason: "the persistent subscription subsystem restarted".into(),
+                },
             )
             .await;
         }
