@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::external::{PROXY_VARS, output_text, remove_dir, run};
+use common::external::{PROXY_VARS, move_into_place, output_text, remove_dir, run};
 use common::server::TestServer;
 use statestore::server::ServerConfig;
 
@@ -159,25 +159,11 @@ fn installed_client() -> Option<PathBuf> {
         remove_dir(&building);
         return unavailable(failure);
     }
-    assert!(
-        install_works(&building),
-        "{CLIENT_PACKAGE} {CLIENT_VERSION} was installed in {} but does not load",
-        building.display()
-    );
-    remove_dir(&install);
-    if let Err(e) = std::fs::rename(&building, &install) {
-        // Another run may have put its install there first.
-        remove_dir(&building);
-        assert!(
-            install_works(&install),
-            "cannot move the new install to {}: {e}",
-            install.display()
-        );
-    }
-    assert!(
-        install_works(&install),
-        "the install at {} does not work after the move",
-        install.display()
+    move_into_place(
+        &building,
+        &install,
+        install_works,
+        &format!("{CLIENT_PACKAGE} {CLIENT_VERSION}"),
     );
     Some(install)
 }

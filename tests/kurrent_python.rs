@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::external::{PROXY_VARS, output_text, remove_dir, run};
+use common::external::{PROXY_VARS, move_into_place, output_text, remove_dir, run};
 use common::server::TestServer;
 use statestore::server::ServerConfig;
 use statestore::service::ServiceConfig;
@@ -204,25 +204,11 @@ fn venv_python() -> Option<PathBuf> {
         remove_dir(&building);
         return unavailable(failure);
     }
-    assert!(
-        venv_works(&building_python),
-        "esdbclient {ESDBCLIENT_VERSION} was installed in {} but does not import",
-        building.display()
-    );
-    remove_dir(&venv);
-    if let Err(e) = std::fs::rename(&building, &venv) {
-        // Another run may have put its environment there first.
-        remove_dir(&building);
-        assert!(
-            venv_works(&python),
-            "cannot move the new environment to {}: {e}",
-            venv.display()
-        );
-    }
-    assert!(
-        venv_works(&python),
-        "the environment at {} does not work after the move",
-        venv.display()
+    move_into_place(
+        &building,
+        &venv,
+        |dir| venv_works(&dir.join("bin").join("python")),
+        &format!("the esdbclient {ESDBCLIENT_VERSION} environment"),
     );
     Some(python)
 }

@@ -583,3 +583,39 @@ async fn parked_events_keep_their_order_and_replay_the_oldest_first() {
         .collect();
     assert_eq!(rest, (2..10).collect::<Vec<_>>(), "the rest, in park order");
 }
+
+/// A consumer that disconnects with an event in flight counts as a retry: an event that
+/// kills every consumer it reaches is parked at the maximum, not redelivered forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnects_count_as_retries_and_park_a_poison_event() {
+    let dir = tempdir();
+    let store = Arc::new(Store::open(dir.path(), config()).unwrap());
+    append(&store, "d", 0, 2);
+    let (service, _stop) = start(&store).await;
+    let k = key("d", "g");
+    let s = GroupSettings {
+        max_retry_count: Some(2),
+        ..settings()
+    };
+    service
+        .create_group(&Principal::Open, k.clone(), s, Default::default())
+        .await
+        .unwrap();
+    for want_retries in 0..=2 {
+        let mut c = service
+            .consume(&Principal::Open, k.clone(), "c".into(), 1)
+            .await
+            .unwrap();
+        let (e, retries) = next(&mut c).await;
+        assert_eq!((e.revision.0, retries), (0, want_retries));
+        drop(c);
+    }
+    let mut c = service
+        .consume(&Principal::Open, k.clone(), "c".into(), 1)
+        .await
+        .unwrap();
+    let (e, retries) = next(&mut c).await;
+    assert_eq!((e.revision.0, retries), (1, 0), "event 0 is parked");
+    c.ack(vec![e.id]).await.unwrap();
+    wait_for(&service, &k, |i| i.parked == 1 && i.checkpoint == Some(1)).await;
+}

@@ -268,7 +268,12 @@ pub async fn serve_with_stats(
     let users =
         proto::users_server::UsersServer::new(users::UsersService::new(Arc::clone(&service)));
     let local = listener.local_addr().ok();
-    let kurrent = kurrent::services(&service, &config, &advertised(&config, local));
+    let kurrent = kurrent::services(
+        &service,
+        &config,
+        &advertised(&config, local),
+        stop_rx.clone(),
+    );
     let accept = conn::AcceptConfig {
         connections_max: config.connections_max,
         handshake_timeout: config.handshake_timeout,

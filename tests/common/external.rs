@@ -68,3 +68,29 @@ pub const PROXY_VARS: &[&str] = &[
     "all_proxy",
     "ALL_PROXY",
 ];
+
+/// Moves a set-up made at `building` (checked with `works`) to `place`, replacing whatever was
+/// there. Building beside the final place and renaming means an interrupted set-up never leaves
+/// a half-made one where the next run looks; another run may have moved its own there first,
+/// which is as good.
+pub fn move_into_place(building: &Path, place: &Path, works: impl Fn(&Path) -> bool, what: &str) {
+    assert!(
+        works(building),
+        "{what} was set up in {} but does not work",
+        building.display()
+    );
+    remove_dir(place);
+    if let Err(e) = std::fs::rename(building, place) {
+        remove_dir(building);
+        assert!(
+            works(place),
+            "cannot move {what} to {}: {e}",
+            place.display()
+        );
+    }
+    assert!(
+        works(place),
+        "{what} at {} does not work after the move",
+        place.display()
+    );
+}

@@ -99,6 +99,7 @@ pub(crate) fn services(
     service: &Arc<Service>,
     server: &super::ServerConfig,
     config: &KurrentConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Services {
     let limit = server.message_bytes_max;
     Services {
@@ -107,8 +108,11 @@ pub(crate) fn services(
             .max_encoding_message_size(limit),
         gossip: GossipServer::new(cluster::GossipService::new(config.clone())),
         features: FeaturesServer::new(cluster::FeaturesService),
-        persistent: PersistentServer::new(persistent::PersistentService::new(Arc::clone(service)))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+        persistent: PersistentServer::new(persistent::PersistentService::new(
+            Arc::clone(service),
+            shutdown,
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit),
     }
 }

@@ -17,7 +17,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -44,11 +44,14 @@ const READ_QUEUE: usize = 16;
 
 pub struct PersistentService {
     service: Arc<Service>,
+    /// Turns true when the server begins shutting down: consumers' calls end then, rather
+    /// than holding the shutdown for its drain period.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl PersistentService {
-    pub fn new(service: Arc<Service>) -> PersistentService {
-        PersistentService { service }
+    pub fn new(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> PersistentService {
+        PersistentService { service, shutdown }
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
@@ -120,6 +123,19 @@ fn dropped(key: &GroupKey) -> Status {
             ("group-name", group),
         ],
     )
+}
+
+/// Resolves once the server begins shutting down (or is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// An ack's or nack's error: the request's own fault, or the group is gone.
+fn ack_error(key: &GroupKey, e: &Error) -> Status {
+    match e {
+        Error::InvalidArgument(_) => errors::from_engine(e),
+        _ => dropped(key),
+    }
 }
 
 /// A group call's error.
@@ -645,36 +661,28 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
         };
         tx.try_send(Ok(confirmation))
             .map_err(|_| Status::internal("the new call's queue is full"))?;
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let (_, closed) = mpsc::channel(1);
             let mut deliveries = std::mem::replace(&mut consumer.rx, closed);
             let mut converter = Converter::new(structured);
             let mut inbound_open = true;
+            // The next message for the connection; an error ends the call once sent. Acks
+            // keep being read while it waits for the connection.
+            let mut pending: Option<Result<ps::ReadResp, Status>> = None;
             loop {
                 tokio::select! {
-                    delivery = deliveries.recv() => {
-                        let reply = match delivery {
-                            Some(Delivery::Event { event, retry_count }) => {
-                                Ok(read_event(&mut converter, &event, retry_count))
-                            }
-                            Some(Delivery::Dropped(Error::Closed)) => {
-                                Err(Status::unavailable("Server Is Not Ready"))
-                            }
-                            Some(Delivery::Dropped(Error::GroupFull { .. })) => {
-                                Err(maximum_subscribers(&key))
-                            }
-                            Some(Delivery::Dropped(_)) | None => Err(dropped(&key)),
-                        };
-                        let last = reply.is_err();
-                        if tx.send(reply).await.is_err() || last {
-                            break;
-                        }
+                    biased;
+                    () = stopped(&mut shutdown) => {
+                        let _ = tx.try_send(Err(Status::unavailable("Server Is Not Ready")));
+                        break;
                     }
+                    () = tx.closed() => break,
                     message = inbound.message(), if inbound_open => {
                         let done = match message {
                             Ok(Some(ps::ReadReq { content: Some(Content::Ack(a)) })) => {
                                 match ids(a.ids) {
-                                    Ok(ids) => consumer.ack(ids).await.map_err(|_| dropped(&key)),
+                                    Ok(ids) => consumer.ack(ids).await.map_err(|e| ack_error(&key, &e)),
                                     Err(status) => Err(status),
                                 }
                             }
@@ -684,7 +692,7 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
                                     Ok(ids) => consumer
                                         .nack(ids, action, n.reason)
                                         .await
-                                        .map_err(|_| dropped(&key)),
+                                        .map_err(|e| ack_error(&key, &e)),
                                     Err(status) => Err(status),
                                 }
                             }
@@ -700,11 +708,32 @@ impl ps::persistent_subscriptions_server::PersistentSubscriptions for Persistent
                             Err(_) => break,
                         };
                         if let Err(status) = done {
-                            let _ = tx.send(Err(status)).await;
+                            pending = Some(Err(status));
+                        }
+                    }
+                    permit = tx.reserve(), if pending.is_some() => {
+                        let Ok(permit) = permit else { break };
+                        let Some(reply) = pending.take() else { continue };
+                        let last = reply.is_err();
+                        permit.send(reply);
+                        if last {
                             break;
                         }
                     }
-                    () = tx.closed() => break,
+                    delivery = deliveries.recv(), if pending.is_none() => {
+                        pending = Some(match delivery {
+                            Some(Delivery::Event { event, retry_count }) => {
+                                Ok(read_event(&mut converter, &event, retry_count))
+                            }
+                            Some(Delivery::Dropped(Error::Closed)) => {
+                                Err(Status::unavailable("Server Is Not Ready"))
+                            }
+                            Some(Delivery::Dropped(Error::GroupFull { .. })) => {
+                                Err(maximum_subscribers(&key))
+                            }
+                            Some(Delivery::Dropped(_)) | None => Err(dropped(&key)),
+                        });
+                    }
                 }
             }
             // Dropping the consumer hands its in-flight events to the others.

@@ -55,10 +55,14 @@ pub enum Delivery {
 
 /// Most bytes of events a group holds (waiting and in flight) from its source, whatever its
 /// buffer sizes: 64 MiB, or one event when a single one is larger.
-/// Parked entries written in one commit.
-const PARK_BATCH_MAX: usize = 256;
-
 pub const HELD_BYTES_MAX: usize = 64 << 20;
+
+/// Parked entries written in one commit, and their bytes.
+const PARK_BATCH_MAX: usize = 256;
+const PARK_BATCH_BYTES_MAX: usize = 256 << 10;
+
+/// Bytes of the parked events one replay page brings back (a replay holds at most two pages).
+const REPLAY_PAGE_BYTES_MAX: usize = 16 << 20;
 
 pub(crate) enum Cmd {
     Connect {
@@ -110,6 +114,8 @@ struct ReadPage {
     next: u64,
     /// Every sequence before `next` was read (stream) or scanned (`$all`).
     end: bool,
+    /// The log's last position when the read began: every commit up to it is covered.
+    covers: u64,
 }
 
 struct ReplayPage {
@@ -135,6 +141,14 @@ struct Slot {
     state: State,
     /// When first delivered in its current attempt (oldest in-flight age).
     sent_at: Option<Instant>,
+}
+
+impl Consumer {
+    /// Below its in-flight limit, and with room in its queue (which may still hold
+    /// deliveries whose timeout already took them back).
+    fn has_room(&self) -> bool {
+        self.in_flight < self.capacity && self.tx.capacity() > 0
+    }
 }
 
 struct Consumer {
@@ -397,10 +411,11 @@ impl Group {
                         NackAction::Stop => {
                             // The consumer gives up: its events go to the others.
                             self.retry(key, None, &reason);
-                            self.disconnect(consumer);
-                            break;
                         }
                     }
+                }
+                if action == NackAction::Stop {
+                    self.disconnect(consumer);
                 }
                 self.maybe_checkpoint(false);
             }
@@ -582,13 +597,21 @@ impl Group {
         self.flush_parks();
     }
 
-    /// Writes the queued parked entries, in order, as one commit (at most
-    /// [`PARK_BATCH_MAX`]); the next batch waits for it.
+    /// Writes the queued parked entries, in order, as one commit (at most [`PARK_BATCH_MAX`]
+    /// of them and [`PARK_BATCH_BYTES_MAX`]); the next batch waits for it.
     fn flush_parks(&mut self) {
         if self.parking || self.park_queue.is_empty() {
             return;
         }
-        let take = self.park_queue.len().min(PARK_BATCH_MAX);
+        let mut take = 0;
+        let mut bytes = 0usize;
+        for (_, e) in self.park_queue.iter().take(PARK_BATCH_MAX) {
+            bytes += e.data.len();
+            if take > 0 && bytes > PARK_BATCH_BYTES_MAX {
+                break;
+            }
+            take += 1;
+        }
         let (keys, events): (Vec<Key>, Vec<EventData>) = self.park_queue.drain(..take).unzip();
         let part = StreamAppend::new(self.parked_stream(), ExpectedRevision::Any, events);
         let service = Arc::clone(&self.service);
@@ -617,11 +640,12 @@ impl Group {
             .map(|(k, _)| *k)
             .collect();
         for key in mine {
-            self.leave_state(key);
-            if let Some(slot) = self.slots.get_mut(&key) {
-                slot.retries += 1;
-            }
-            self.make_ready(key);
+            // As a retry: a poison event that kills every consumer is parked at the maximum.
+            self.retry(
+                key,
+                None,
+                "the consumer disconnected with the event in flight",
+            );
         }
     }
 
@@ -709,6 +733,7 @@ impl Group {
             return;
         }
         let want = self.s.read_batch_size.min(cap - self.normal_held).max(1) as u64;
+        let room = HELD_BYTES_MAX.saturating_sub(self.normal_bytes);
         self.reading = true;
         let from = self.next_read;
         let source = self.key.source.clone();
@@ -718,7 +743,8 @@ impl Group {
         self.tasks.spawn(async move {
             let page = blocking(move || match &source {
                 GroupSource::Stream(name) => {
-                    let events =
+                    let covers = store.last_position().0;
+                    let mut events =
                         match store.read_stream(name, Revision(from), Direction::Forwards, want) {
                             Ok(events) => events,
                             Err(Error::StreamNotFound { .. } | Error::StreamDeleted { .. }) => {
@@ -726,11 +752,20 @@ impl Group {
                             }
                             Err(e) => return Err(e),
                         };
-                    let end = (events.len() as u64) < want;
+                    let mut end = (events.len() as u64) < want;
+                    if cut_to_bytes(&mut events, room) {
+                        end = false;
+                    }
                     let next = events.last().map_or(from, |e| e.revision.0 + 1);
-                    Ok(ReadPage { events, next, end })
+                    Ok(ReadPage {
+                        events,
+                        next,
+                        end,
+                        covers,
+                    })
                 }
                 GroupSource::All => {
+                    let covers = store.last_position().0;
                     let engine_filter = filter.engine_filter();
                     let slice = store.read_all(
                         Position(from),
@@ -738,12 +773,13 @@ impl Group {
                         want,
                         &engine_filter,
                     )?;
-                    let next = if slice.events.is_empty() && slice.scanned_to.0 < from {
+                    let mut next = if slice.events.is_empty() && slice.scanned_to.0 < from {
                         from
                     } else {
                         slice.scanned_to.0 + 1
                     };
-                    let events = slice
+                    let mut end = slice.end_of_log;
+                    let mut events = slice
                         .events
                         .into_iter()
                         .filter(|e| !is_bookkeeping(e.stream()) && e.stream() != parked)
@@ -753,10 +789,16 @@ impl Group {
                             Err(err) => Some(Err(err)),
                         })
                         .collect::<Result<Vec<_>>>()?;
+                    if cut_to_bytes(&mut events, room) {
+                        // Scanned only up to the last event kept.
+                        next = events.last().map_or(from, |e| e.position.0 + 1);
+                        end = false;
+                    }
                     Ok(ReadPage {
                         events,
                         next,
-                        end: slice.end_of_log,
+                        end,
+                        covers,
                     })
                 }
             })
@@ -862,18 +904,9 @@ impl Group {
             self.live = true;
             // A commit may have landed between the read and now: look again once.
             self.commits.mark_unchanged();
-            if *self.commits.borrow() > self.read_position_bound() {
+            if *self.commits.borrow() > page.covers {
                 self.caught_up = false;
             }
-        }
-    }
-
-    /// The last log position the reads have covered (for `$all`), or the log's last position
-    /// when the group reads a stream (it re-reads after any commit).
-    fn read_position_bound(&self) -> u64 {
-        match self.key.source {
-            GroupSource::All => self.read_through.unwrap_or(0),
-            GroupSource::Stream(_) => self.service.store.last_position().0,
         }
     }
 
@@ -913,7 +946,7 @@ impl Group {
             if group_limit > 0 && self.in_flight >= group_limit {
                 return;
             }
-            if !self.consumers.iter().any(|c| c.in_flight < c.capacity) {
+            if !self.consumers.iter().any(Consumer::has_room) {
                 return;
             }
             let next = match after {
@@ -951,7 +984,7 @@ impl Group {
     fn choose(&mut self, key: Key) -> Option<usize> {
         let slot = self.slots.get(&key)?;
         let n = self.consumers.len();
-        let free = |c: &Consumer| c.in_flight < c.capacity;
+        let free = Consumer::has_room;
         match self.s.strategy {
             Strategy::DispatchToSingle => self.consumers.iter().position(free),
             Strategy::RoundRobin => self.next_round_robin(),
@@ -980,7 +1013,7 @@ impl Group {
         let n = self.consumers.len();
         for k in 0..n {
             let at = (self.round_robin + k) % n;
-            if self.consumers[at].in_flight < self.consumers[at].capacity {
+            if self.consumers[at].has_room() {
                 self.round_robin = (at + 1) % n;
                 return Some(at);
             }
@@ -999,12 +1032,21 @@ impl Group {
             event: slot.event.clone(),
             retry_count: slot.retries,
         };
-        if consumer.tx.try_send(delivery).is_err() {
-            // Gone (or, impossible by its capacity, full): it leaves, and the event waits.
-            let id = consumer.id;
-            self.ready.insert((prio, key.0, key.1));
-            self.disconnect(id);
-            return;
+        match consumer.tx.try_send(delivery) {
+            Ok(()) => {}
+            // Its queue still holds deliveries it has not taken (some timed out): the event
+            // waits for room.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.ready.insert((prio, key.0, key.1));
+                return;
+            }
+            // Gone: it leaves, and the event waits.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let id = consumer.id;
+                self.ready.insert((prio, key.0, key.1));
+                self.disconnect(id);
+                return;
+            }
         }
         consumer.in_flight += 1;
         consumer.delivered += 1;
@@ -1084,6 +1126,9 @@ impl Group {
                     };
                 let mut events = Vec::new();
                 let mut next = from;
+                let mut bytes = 0usize;
+                // The page's bytes ran out before its entries did.
+                let mut full = false;
                 for entry in &entries {
                     if entry.revision.0 >= end {
                         break;
@@ -1094,10 +1139,15 @@ impl Group {
                     };
                     // Gone (compacted away, or its stream deleted): nothing to replay.
                     if let Some(e) = store.read_event(Position(parked.position))? {
+                        bytes = bytes.saturating_add(wire_bytes(&e));
                         events.push((entry.revision.0, e, parked.retry_count));
+                        if bytes >= REPLAY_PAGE_BYTES_MAX {
+                            full = true;
+                            break;
+                        }
                     }
                 }
-                let end_reached = next >= end || entries.len() < want as usize;
+                let end_reached = next >= end || (entries.len() < want as usize && !full);
                 Ok(ReplayPage {
                     events,
                     next,
@@ -1201,6 +1251,11 @@ impl Group {
         }
         let parking = self.slots.values().any(|s| s.state == State::Parking);
         if self.checkpointing || parking {
+            return false;
+        }
+        // A checkpoint in flight when the stop began may be older than what is resolved now.
+        self.maybe_checkpoint(true);
+        if self.checkpointing {
             return false;
         }
         let Some((reason, replies)) = self.stopping.take() else {
@@ -1319,6 +1374,23 @@ pub(crate) async fn truncate_parked(service: &Arc<Service>, stream: &str, upto: 
             .map(|_| ())
     })
     .await
+}
+
+/// Keeps the events that fit in `room` bytes (always the first, so a group makes progress
+/// whatever one event's size). True when some were dropped.
+fn cut_to_bytes(events: &mut Vec<RecordedEvent>, room: usize) -> bool {
+    let mut used = 0usize;
+    let mut keep = events.len();
+    for (i, e) in events.iter().enumerate() {
+        used = used.saturating_add(wire_bytes(e));
+        if used > room && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    let cut = keep < events.len();
+    events.truncate(keep);
+    cut
 }
 
 fn clone_error(e: &Error) -> Error {

@@ -41,6 +41,24 @@ pub const GROUP_NAME_BYTES_MAX: usize = 256;
 /// Groups on one server: each is a task with its own buffer, and all their definitions are
 /// one record.
 pub const GROUPS_MAX: usize = 1000;
+/// Event ids in one ack or nack.
+pub const ACK_IDS_MAX: usize = 10_000;
+/// Bytes of a nack's reason kept (with each parked event).
+pub const NACK_REASON_BYTES_MAX: usize = 1024;
+/// Longest retry-after delay of a nack.
+pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(3600);
+/// Bytes of a consumer's name.
+pub const CONSUMER_NAME_BYTES_MAX: usize = 256;
+
+fn check_ids(ids: &[Uuid]) -> Result<()> {
+    if ids.len() > ACK_IDS_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "{} event ids in one ack or nack, over the limit of {ACK_IDS_MAX}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Where a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -242,7 +260,7 @@ pub struct GroupInfo {
     /// Events held: waiting, in flight, being parked.
     pub buffered: u64,
     pub parked: u64,
-    /// Commit time of the oldest parked event not yet replayed, in µs since the epoch.
+    /// When the oldest parked event not yet replayed was parked, in µs since the epoch.
     pub parked_oldest_us: Option<u64>,
     pub oldest_in_flight: Option<Duration>,
     pub delivered: u64,
@@ -370,6 +388,7 @@ pub struct GroupConsumer {
 impl GroupConsumer {
     /// Acknowledges events by id.
     pub async fn ack(&self, ids: Vec<Uuid>) -> Result<()> {
+        check_ids(&ids)?;
         self.group
             .send(Cmd::Ack {
                 consumer: self.id,
@@ -379,8 +398,21 @@ impl GroupConsumer {
             .map_err(|_| Error::Closed)
     }
 
-    /// Refuses events by id.
-    pub async fn nack(&self, ids: Vec<Uuid>, action: NackAction, reason: String) -> Result<()> {
+    /// Refuses events by id. A reason longer than [`NACK_REASON_BYTES_MAX`] is cut there (it
+    /// is kept with every parked event).
+    pub async fn nack(&self, ids: Vec<Uuid>, action: NackAction, mut reason: String) -> Result<()> {
+        check_ids(&ids)?;
+        if reason.len() > NACK_REASON_BYTES_MAX {
+            let mut at = NACK_REASON_BYTES_MAX;
+            while !reason.is_char_boundary(at) {
+                at -= 1;
+            }
+            reason.truncate(at);
+        }
+        let action = match action {
+            NackAction::RetryAfter(d) => NackAction::RetryAfter(d.min(RETRY_DELAY_MAX)),
+            other => other,
+        };
         self.group
             .send(Cmd::Nack {
                 consumer: self.id,
@@ -420,6 +452,12 @@ impl Service {
                 self.authorize(who, Access::Read, name)
             }
         }
+    }
+
+    /// Checks the group's name, and that `who` may use its source.
+    fn authorize_key(&self, who: &Principal, key: &GroupKey) -> Result<()> {
+        check_group_name(&key.group)?;
+        self.authorize_source(who, &key.source)
     }
 
     fn authorize_operator(&self, who: &Principal) -> Result<()> {
@@ -495,8 +533,7 @@ impl Service {
         settings: GroupSettings,
         filter: GroupFilter,
     ) -> Result<()> {
-        check_group_name(&key.group)?;
-        self.authorize_source(who, &key.source)?;
+        self.authorize_key(who, &key)?;
         if matches!(key.source, GroupSource::Stream(_)) && !filter.is_empty() {
             return Err(Error::InvalidArgument(
                 "filters apply to groups on $all only".into(),
@@ -555,7 +592,7 @@ impl Service {
         settings: GroupSettings,
         filter: Option<GroupFilter>,
     ) -> Result<()> {
-        self.authorize_source(who, &key.source)?;
+        self.authorize_key(who, &key)?;
         settings.effective()?;
         if let Some(f) = filter.clone() {
             blocking(move || f.compile().map(drop)).await?;
@@ -564,6 +601,14 @@ impl Service {
         let Some(at) = registry.records.iter().position(|r| r.key() == key) else {
             return Err(not_found(&key));
         };
+        if matches!(key.source, GroupSource::Stream(_))
+            && filter.as_ref().is_some_and(|f| !f.is_empty())
+        {
+            return Err(Error::InvalidArgument(
+                "filters apply to groups on $all only".into(),
+            ));
+        }
+        let old = registry.records[at].clone();
         let mut records = registry.records.clone();
         records[at].settings = settings;
         if let Some(f) = filter {
@@ -581,8 +626,10 @@ impl Service {
             )
             .await;
         }
+        // The group runs what is stored: the new definition once written, else the old one.
         let written = self.write_config(&mut registry, records).await;
-        let tx = self.spawn_group(&record).await?;
+        let running = if written.is_ok() { &record } else { &old };
+        let tx = self.spawn_group(running).await?;
         registry.running.insert(key, tx);
         written
     }
@@ -590,7 +637,7 @@ impl Service {
     /// Deletes a group, its checkpoint and its parked events. Its consumers are dropped with
     /// `GroupNotFound`.
     pub async fn delete_group(self: &Arc<Self>, who: &Principal, key: GroupKey) -> Result<()> {
-        self.authorize_source(who, &key.source)?;
+        self.authorize_key(who, &key)?;
         let mut registry = self.groups.registry.lock().await;
         let Some(at) = registry.records.iter().position(|r| r.key() == key) else {
             return Err(not_found(&key));
@@ -622,10 +669,17 @@ impl Service {
         &self,
         who: &Principal,
         key: GroupKey,
-        name: String,
+        mut name: String,
         buffer_size: usize,
     ) -> Result<GroupConsumer> {
-        self.authorize_source(who, &key.source)?;
+        self.authorize_key(who, &key)?;
+        if name.len() > CONSUMER_NAME_BYTES_MAX {
+            let mut at = CONSUMER_NAME_BYTES_MAX;
+            while !name.is_char_boundary(at) {
+                at -= 1;
+            }
+            name.truncate(at);
+        }
         let group = {
             let registry = self.groups.registry.lock().await;
             registry.running.get(&key).cloned()
@@ -652,7 +706,7 @@ impl Service {
 
     /// One group's figures.
     pub async fn group_info(&self, who: &Principal, key: GroupKey) -> Result<GroupInfo> {
-        self.authorize_source(who, &key.source)?;
+        self.authorize_key(who, &key)?;
         let (tx, settings, parked) = {
             let registry = self.groups.registry.lock().await;
             let record = registry.records.iter().find(|r| r.key() == key);
@@ -732,6 +786,7 @@ impl Service {
         key: GroupKey,
         stop_at: Option<u64>,
     ) -> Result<()> {
+        check_group_name(&key.group)?;
         self.authorize_operator(who)?;
         let tx = self.running(&key).await?;
         let (reply, answer) = oneshot::channel();
@@ -743,6 +798,7 @@ impl Service {
 
     /// Drops the group's parked events without replaying them.
     pub async fn truncate_parked(self: &Arc<Self>, who: &Principal, key: GroupKey) -> Result<u64> {
+        check_group_name(&key.group)?;
         self.authorize_operator(who)?;
         let id = {
             let registry = self.groups.registry.lock().await;
